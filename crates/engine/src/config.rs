@@ -1,0 +1,256 @@
+//! The engine's configuration: the normalised form the TypeScript control plane produces after
+//! validating the user's file with its zod schema (durations in milliseconds, sizes in bytes,
+//! paths absolute). The zod schema is the source of truth for users; this module re-checks only
+//! what the engine itself depends on, and names the key path when something is off.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Worker threads; 0 means one per CPU.
+    #[serde(default)]
+    pub workers: usize,
+    pub listeners: Vec<ListenerConfig>,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub address: String,
+    #[serde(default)]
+    pub redirect_to_https: Option<u16>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    #[serde(default)]
+    pub balance: BalanceConfig,
+    pub backends: Vec<BackendConfig>,
+    #[serde(default)]
+    pub pool: PoolSettings,
+    #[serde(default)]
+    pub timeouts: UpstreamTimeouts,
+    #[serde(default)]
+    pub retries: RetrySettings,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceConfig {
+    #[default]
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub url: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub max_idle: u32,
+    pub idle_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub queue_timeout_ms: u64,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            max_idle: 16,
+            idle_timeout_ms: 60_000,
+            connect_timeout_ms: 2_000,
+            queue_timeout_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTimeouts {
+    /// Time from sending the request head to receiving the response head.
+    pub response_ms: u64,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        Self {
+            response_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    pub upstream: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_connections: u32,
+    pub header_timeout_ms: u64,
+    pub max_header_size: u64,
+    pub max_body_size: u64,
+    pub keepalive_timeout_ms: u64,
+    /// Longest pause allowed between two pieces of a request body before 408.
+    pub body_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            header_timeout_ms: 10_000,
+            max_header_size: 16 * 1024,
+            max_body_size: 10 * 1024 * 1024,
+            keepalive_timeout_ms: 60_000,
+            body_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+    pub fn keepalive_timeout(&self) -> Duration {
+        Duration::from_millis(self.keepalive_timeout_ms)
+    }
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: String,
+    /// `"stdout"`, `"off"`, or an absolute file path.
+    pub access_log: String,
+    pub access_format: AccessFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            access_log: "stdout".into(),
+            access_format: AccessFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessFormat {
+    #[default]
+    Json,
+    Combined,
+}
+
+/// A configuration problem, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl EngineConfig {
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        serde_json::from_str(json).map_err(|e| ConfigError {
+            path: "(config)".into(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Splits a backend URL into the `host:port` to connect to. Only `http://host[:port]` with an
+/// empty or `/` path is accepted: the engine forwards the client's path unchanged.
+pub fn backend_address(url: &str) -> Result<String, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("only http:// backends are supported".into());
+    }
+    let host = uri.host().ok_or("URL has no host")?;
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("a backend URL takes no path or query".into());
+    }
+    let port = uri.port_u16().unwrap_or(80);
+    Ok(format!("{host}:{port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_addresses() {
+        assert_eq!(
+            backend_address("http://127.0.0.1:9001").as_deref(),
+            Ok("127.0.0.1:9001")
+        );
+        assert_eq!(
+            backend_address("http://origin/").as_deref(),
+            Ok("origin:80")
+        );
+        assert!(backend_address("https://origin").is_err());
+        assert!(backend_address("http://origin/api").is_err());
+        assert!(backend_address("not a url").is_err());
+    }
+
+    #[test]
+    fn minimal_json_gets_defaults() {
+        let cfg = EngineConfig::from_json(
+            r#"{"listeners":[{"address":"127.0.0.1:0"}],
+                "upstreams":{"app":{"backends":[{"url":"http://127.0.0.1:1"}]}}}"#,
+        )
+        .expect("valid");
+        assert_eq!(cfg.limits, LimitsConfig::default());
+        assert_eq!(cfg.upstreams["app"].backends[0].weight, 1);
+        let err = EngineConfig::from_json(r#"{"listeners":[],"upstreams":{},"bogus":1}"#)
+            .expect_err("unknown key");
+        assert!(err.message.contains("bogus"));
+    }
+}

@@ -1,0 +1,387 @@
+//! The engine's lifecycle: its own tokio runtime, start, reload, stats and graceful shutdown.
+//!
+//! The engine owns its threads. The embedding program (the Node addon) calls in from its own
+//! thread only to start, reload, read stats and stop; no request ever waits on that thread.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use tokio::runtime::Runtime;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::access_log::AccessLog;
+use crate::config::{ConfigError, EngineConfig, ListenerConfig, LogConfig};
+use crate::listener::{self, ListenerRuntime};
+use crate::state::{BackendRegistry, ProxyState};
+use crate::stats::Stats;
+
+/// How often idle upstream connections are checked against their idle timeout.
+const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+pub enum EngineError {
+    Config(ConfigError),
+    Bind {
+        path: String,
+        address: String,
+        source: std::io::Error,
+    },
+    Io(std::io::Error),
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::Config(e) => e.fmt(f),
+            EngineError::Bind {
+                path,
+                address,
+                source,
+            } => write!(f, "{path}: cannot listen on {address}: {source}"),
+            EngineError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+impl From<ConfigError> for EngineError {
+    fn from(e: ConfigError) -> Self {
+        EngineError::Config(e)
+    }
+}
+
+/// What every connection and request shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub state: ArcSwap<ProxyState>,
+    pub stats: Stats,
+    pub connection_slots: Arc<Semaphore>,
+}
+
+/// What only start/reload/stop touch.
+#[derive(Debug)]
+struct Control {
+    listeners: Vec<Arc<ListenerRuntime>>,
+    registry: BackendRegistry,
+    log: LogConfig,
+    access_log: Option<Arc<AccessLog>>,
+    max_connections: u32,
+}
+
+/// A bound listener, as reported to the embedder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundListener {
+    pub address: String,
+    pub local_addr: std::net::SocketAddr,
+}
+
+pub struct Engine {
+    runtime: Option<Runtime>,
+    shared: Arc<Shared>,
+    control: Mutex<Control>,
+    connections: TaskTracker,
+    draining: CancellationToken,
+    sweeper: CancellationToken,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+fn open_access_log(log: &LogConfig) -> Result<Option<Arc<AccessLog>>, EngineError> {
+    if log.access_log == "off" {
+        return Ok(None);
+    }
+    AccessLog::open(&log.access_log, log.access_format)
+        .map(|l| Some(Arc::new(l)))
+        .map_err(|e| {
+            EngineError::Config(ConfigError {
+                path: "log.access_log".into(),
+                message: format!("cannot open {}: {e}", log.access_log),
+            })
+        })
+}
+
+impl Engine {
+    /// Starts the runtime, binds every listener and begins serving. Nothing listens if any part
+    /// of this fails.
+    pub fn start(config: EngineConfig) -> Result<Self, EngineError> {
+        let workers = match config.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("gatehouse-worker")
+            .enable_all()
+            .build()
+            .map_err(EngineError::Io)?;
+        let access_log = open_access_log(&config.log)?;
+        let (state, registry) =
+            ProxyState::build(&config, &BackendRegistry::default(), access_log.clone())?;
+        let max_connections = config.limits.max_connections;
+        let shared = Arc::new(Shared {
+            state: ArcSwap::from_pointee(state),
+            stats: Stats::default(),
+            connection_slots: Arc::new(Semaphore::new(max_connections as usize)),
+        });
+        let engine = Engine {
+            runtime: Some(runtime),
+            shared,
+            control: Mutex::new(Control {
+                listeners: Vec::new(),
+                registry,
+                log: config.log.clone(),
+                access_log,
+                max_connections,
+            }),
+            connections: TaskTracker::new(),
+            draining: CancellationToken::new(),
+            sweeper: CancellationToken::new(),
+        };
+        let bound = engine.bind_all(&config.listeners, &[])?;
+        {
+            let mut control = engine.control.lock();
+            control.listeners = bound
+                .into_iter()
+                .map(|(l, rt)| engine.serve(l, rt))
+                .collect();
+        }
+        engine.spawn_pool_sweeper();
+        for l in engine.listeners() {
+            tracing::info!(address = %l.address, bound = %l.local_addr, "listening");
+        }
+        Ok(engine)
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        // `runtime` is only taken by `shutdown`, which consumes the engine.
+        self.runtime
+            .as_ref()
+            .map(Runtime::handle)
+            .unwrap_or_else(|| unreachable!("engine used after shutdown"))
+    }
+
+    /// Binds the listeners of `wanted` that are not already in `existing` (by configured address).
+    fn bind_all(
+        &self,
+        wanted: &[ListenerConfig],
+        existing: &[Arc<ListenerRuntime>],
+    ) -> Result<Vec<(tokio::net::TcpListener, ListenerRuntime)>, EngineError> {
+        let _enter = self.handle().enter();
+        let mut bound = Vec::new();
+        for (i, l) in wanted.iter().enumerate() {
+            if existing.iter().any(|e| e.address == l.address) {
+                continue;
+            }
+            let pair = listener::bind(&l.address, l.redirect_to_https).map_err(|source| {
+                EngineError::Bind {
+                    path: format!("listeners[{i}].address"),
+                    address: l.address.clone(),
+                    source,
+                }
+            })?;
+            bound.push(pair);
+        }
+        Ok(bound)
+    }
+
+    fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        runtime: ListenerRuntime,
+    ) -> Arc<ListenerRuntime> {
+        let runtime = Arc::new(runtime);
+        self.handle().spawn(listener::accept_loop(
+            listener,
+            Arc::clone(&runtime),
+            Arc::clone(&self.shared),
+            self.connections.clone(),
+            self.draining.clone(),
+        ));
+        runtime
+    }
+
+    fn spawn_pool_sweeper(&self) {
+        let shared = Arc::clone(&self.shared);
+        let stop = self.sweeper.clone();
+        self.handle().spawn(async move {
+            let mut tick = tokio::time::interval(POOL_SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => break,
+                }
+                for upstream in shared.state.load().upstreams.values() {
+                    upstream.handles.iter().for_each(|h| h.pool.evict_expired());
+                }
+            }
+        });
+    }
+
+    /// Swaps in a new configuration atomically. Requests in flight finish on the old one. On any
+    /// error (a listener that cannot bind, a bad backend URL) the old configuration stays.
+    pub fn reload(&self, config: EngineConfig) -> Result<(), EngineError> {
+        let mut control = self.control.lock();
+        let access_log = if config.log == control.log {
+            control.access_log.clone()
+        } else {
+            open_access_log(&config.log)?
+        };
+        let (state, registry) = ProxyState::build(&config, &control.registry, access_log.clone())?;
+        let new_listeners = self.bind_all(&config.listeners, &control.listeners)?;
+
+        // From here on nothing can fail: commit.
+        self.shared.state.store(Arc::new(state));
+        control.registry = registry;
+        control.log = config.log.clone();
+        control.access_log = access_log;
+        let max = config.limits.max_connections;
+        if max > control.max_connections {
+            self.shared
+                .connection_slots
+                .add_permits((max - control.max_connections) as usize);
+        } else if max < control.max_connections {
+            // Permits held by open connections are forgotten as those connections close.
+            let excess = (control.max_connections - max) as usize;
+            let slots = Arc::clone(&self.shared.connection_slots);
+            self.handle().spawn(async move {
+                if let Ok(permits) = slots.acquire_many(excess as u32).await {
+                    permits.forget();
+                }
+            });
+        }
+        control.max_connections = max;
+        let mut kept = Vec::new();
+        for l in control.listeners.drain(..) {
+            match config.listeners.iter().find(|c| c.address == l.address) {
+                Some(c) => {
+                    l.set_redirect_to_https(c.redirect_to_https);
+                    kept.push(l);
+                }
+                None => {
+                    tracing::info!(address = %l.local_addr, "listener removed");
+                    l.stop.cancel();
+                }
+            }
+        }
+        for (listener, runtime) in new_listeners {
+            let l = self.serve(listener, runtime);
+            tracing::info!(address = %l.address, bound = %l.local_addr, "listening");
+            kept.push(l);
+        }
+        control.listeners = kept;
+        Ok(())
+    }
+
+    pub fn listeners(&self) -> Vec<BoundListener> {
+        self.control
+            .lock()
+            .listeners
+            .iter()
+            .map(|l| BoundListener {
+                address: l.address.clone(),
+                local_addr: l.local_addr,
+            })
+            .collect()
+    }
+
+    /// The `/stats` document (without the parts the control plane adds).
+    pub fn stats(&self) -> Value {
+        let s = &self.shared.stats;
+        let get = Stats::get;
+        let state = self.shared.state.load();
+        let upstreams: serde_json::Map<String, Value> = state
+            .upstreams
+            .iter()
+            .map(|(name, up)| {
+                let backends: Vec<Value> = up
+                    .handles
+                    .iter()
+                    .map(|h| {
+                        let b = h.backend.stats();
+                        let p = h.pool.stats();
+                        json!({
+                            "url": b.url, "healthy": b.healthy, "weight": b.weight,
+                            "active": b.active, "requests": b.requests, "failures": b.failures,
+                            "pool": { "created": p.created, "reused": p.reused,
+                                      "idle": p.idle, "active": p.active },
+                        })
+                    })
+                    .collect();
+                (name.clone(), json!({ "backends": backends }))
+            })
+            .collect();
+        let control = self.control.lock();
+        let listeners: Vec<Value> = control
+            .listeners
+            .iter()
+            .map(|l| json!({ "address": l.address, "bound": l.local_addr.to_string() }))
+            .collect();
+        let dropped = control.access_log.as_ref().map_or(0, |l| l.dropped());
+        json!({
+            "listeners": listeners,
+            "connections": { "active": get(&s.connections_active), "total": get(&s.connections_total) },
+            "requests": {
+                "total": get(&s.requests_total),
+                "by_status": {
+                    "1xx": get(&s.responses[0]), "2xx": get(&s.responses[1]),
+                    "3xx": get(&s.responses[2]), "4xx": get(&s.responses[3]),
+                    "5xx": get(&s.responses[4]),
+                },
+            },
+            "upstreams": upstreams,
+            "access_log": { "dropped": dropped },
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `grace`, then stops every
+    /// thread. Blocks; call it from a thread that is not one of the engine's.
+    pub fn shutdown(mut self, grace: Duration) {
+        let listeners: Vec<_> = self.control.lock().listeners.drain(..).collect();
+        for l in &listeners {
+            l.stop.cancel();
+        }
+        self.draining.cancel();
+        self.connections.close();
+        let connections = self.connections.clone();
+        let drained = self
+            .handle()
+            .block_on(async move { tokio::time::timeout(grace, connections.wait()).await });
+        if drained.is_err() {
+            tracing::warn!(
+                remaining = self.connections.len(),
+                "grace period over, closing remaining connections"
+            );
+        }
+        self.sweeper.cancel();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+        // Listener sockets were owned by their accept loops, which the runtime has now dropped.
+        drop(listeners);
+    }
+
+    /// Whether new connections are refused and existing ones are being drained.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            self.draining.cancel();
+            runtime.shutdown_background();
+        }
+    }
+}

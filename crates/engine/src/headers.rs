@@ -1,0 +1,272 @@
+//! Request validation and header rewriting in both directions.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Version};
+
+use crate::error::ProxyError;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
+/// non-standard ones clients still send. Never forwarded in either direction.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+pub static VIA_11: HeaderValue = HeaderValue::from_static("1.1 gatehouse");
+pub static VIA_10: HeaderValue = HeaderValue::from_static("1.0 gatehouse");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Rejects requests whose framing or headers are ambiguous or too large, before anything is
+/// forwarded. hyper has already refused what its parser cannot read (obs-fold, NUL, bare CR,
+/// space before the colon, differing Content-Length values); this catches what it accepts but a
+/// proxy must not pass on (RFC 9112 §6.1, §6.3 and PRODUCT.md's rulings).
+pub fn check_request<B>(req: &Request<B>, max_header_size: u64) -> Result<(), ProxyError> {
+    let headers = req.headers();
+    let uri = req.uri();
+    let size: usize = uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if size as u64 > max_header_size {
+        return Err(ProxyError::HeaderTooLarge);
+    }
+    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = te.next() {
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(ProxyError::BadRequest(
+                "Content-Length with Transfer-Encoding",
+            ));
+        }
+        if te.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Err(ProxyError::BadRequest("unsupported Transfer-Encoding"));
+        }
+        if req.version() == Version::HTTP_10 {
+            return Err(ProxyError::BadRequest("Transfer-Encoding in HTTP/1.0"));
+        }
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        let valid = |v: &HeaderValue| !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_digit);
+        if !valid(first) || lengths.any(|v| v != first) {
+            return Err(ProxyError::BadRequest("invalid Content-Length"));
+        }
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), None) => {}
+        (None, _) if req.version() == Version::HTTP_10 || req.uri().authority().is_some() => {}
+        _ => return Err(ProxyError::BadRequest("missing or repeated Host")),
+    }
+    Ok(())
+}
+
+/// Removes hop-by-hop headers and every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Appends `value` to a comma-separated list header, joining any repeated fields into one.
+fn append_to_list(headers: &mut HeaderMap, name: HeaderName, value: &[u8]) {
+    let mut joined = Vec::with_capacity(64);
+    for existing in headers.get_all(&name) {
+        joined.extend_from_slice(existing.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    if joined.is_empty() {
+        if let Ok(v) = HeaderValue::from_bytes(value) {
+            headers.insert(name, v);
+        }
+        return;
+    }
+    joined.extend_from_slice(value);
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(name, v);
+    }
+}
+
+/// Adds `Via` to either direction's headers.
+pub fn add_via(headers: &mut HeaderMap, version: Version) {
+    let via = if version == Version::HTTP_10 {
+        &VIA_10
+    } else {
+        &VIA_11
+    };
+    if headers.contains_key(header::VIA) {
+        append_to_list(headers, header::VIA, via.as_bytes());
+    } else {
+        headers.insert(header::VIA, via.clone());
+    }
+}
+
+/// What the origin learns about the original request.
+pub struct Forwarded<'a> {
+    pub client_ip: IpAddr,
+    pub proto: &'static str,
+    pub host: Option<&'a HeaderValue>,
+    pub request_id: HeaderValue,
+}
+
+pub fn add_forwarded(headers: &mut HeaderMap, f: Forwarded<'_>) {
+    let mut ip = [0u8; 48];
+    let ip_len = {
+        use std::io::Write;
+        let mut cursor = std::io::Cursor::new(&mut ip[..]);
+        let _ = write!(cursor, "{}", f.client_ip);
+        cursor.position() as usize
+    };
+    append_to_list(headers, X_FORWARDED_FOR, &ip[..ip_len]);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
+    if let Some(host) = f.host {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+    }
+    headers.insert(X_REQUEST_ID, f.request_id);
+}
+
+/// The client's `X-Request-Id` when it is sane (short, visible ASCII), or a new random one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        let bytes = id.as_bytes();
+        if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic()) {
+            return id.clone();
+        }
+    }
+    let mut buf = [0u8; 32];
+    let value = fastrand::u128(..);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, slot) in buf.iter_mut().enumerate() {
+        *slot = HEX[((value >> (i * 4)) & 0xf) as usize];
+    }
+    // 32 hex digits are always a valid header value.
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::post("/x");
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        b.body(()).expect("request")
+    }
+
+    #[test]
+    fn ambiguous_framing_is_rejected() {
+        let ok = req(&[("host", "a"), ("content-length", "5")]);
+        assert_eq!(check_request(&ok, 16384), Ok(()));
+        let cases = [
+            vec![
+                ("host", "a"),
+                ("content-length", "5"),
+                ("transfer-encoding", "chunked"),
+            ],
+            vec![("host", "a"), ("transfer-encoding", "xchunked")],
+            vec![("host", "a"), ("transfer-encoding", "chunked, identity")],
+            vec![
+                ("host", "a"),
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+            vec![
+                ("host", "a"),
+                ("content-length", "5"),
+                ("content-length", "6"),
+            ],
+            vec![("host", "a"), ("content-length", "+5")],
+            vec![("content-length", "0")],
+            vec![("host", "a"), ("host", "b")],
+        ];
+        for headers in cases {
+            assert!(
+                matches!(
+                    check_request(&req(&headers), 16384),
+                    Err(ProxyError::BadRequest(_))
+                ),
+                "{headers:?} must be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_headers_are_431() {
+        let big = "x".repeat(2000);
+        let r = req(&[("host", "a"), ("x-big", &big)]);
+        assert_eq!(check_request(&r, 1024), Err(ProxyError::HeaderTooLarge));
+        assert_eq!(check_request(&r, 4096), Ok(()));
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_headers_append() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        let host = HeaderValue::from_static("example.com");
+        add_forwarded(
+            &mut h,
+            Forwarded {
+                client_ip: "127.0.0.1".parse().expect("ip"),
+                proto: "http",
+                host: Some(&host),
+                request_id: HeaderValue::from_static("abc"),
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        add_via(&mut h, Version::HTTP_11);
+        add_via(&mut h, Version::HTTP_11);
+        assert_eq!(h["via"], "1.1 gatehouse, 1.1 gatehouse");
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_generated() {
+        let mut h = HeaderMap::new();
+        let generated = request_id(&h);
+        assert_eq!(generated.len(), 32);
+        assert_ne!(generated, request_id(&h));
+        h.insert("x-request-id", HeaderValue::from_static("client-id-1"));
+        assert_eq!(request_id(&h), "client-id-1");
+    }
+}

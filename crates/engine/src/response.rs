@@ -1,0 +1,153 @@
+//! The response body as it travels to the client, and the bookkeeping that ends with it.
+//!
+//! An [`Exchange`] travels inside the response body, so that everything that must happen when
+//! the client has the last byte (or has gone away) happens exactly then, from `Drop`: the pooled
+//! connection goes back to its pool, the backend's in-flight count drops, the access log line is
+//! written with the real byte count.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use gatehouse_balance::InFlight;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::access_log::{AccessLog, AccessRecord};
+use crate::body::UpstreamBody;
+use crate::conn::RequestGuard;
+use gatehouse_pool::PooledConn;
+
+/// Per-request state that must outlive the handler and end with the response body.
+#[derive(Debug)]
+pub struct Exchange {
+    started: Instant,
+    _request: RequestGuard,
+    pub access: Option<(Arc<AccessLog>, AccessRecord)>,
+    pub backend: Option<InFlight>,
+    pub upstream_conn: Option<PooledConn<UpstreamBody>>,
+    status: u16,
+    bytes: u64,
+}
+
+impl Exchange {
+    pub fn new(started: Instant, request: RequestGuard) -> Self {
+        Self {
+            started,
+            _request: request,
+            access: None,
+            backend: None,
+            upstream_conn: None,
+            status: 0,
+            bytes: 0,
+        }
+    }
+
+    /// The origin's response has been read to the end: its connection may serve another request.
+    fn upstream_done(&mut self) {
+        if let Some(conn) = self.upstream_conn.take() {
+            conn.release();
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if let Some((log, record)) = &self.access {
+            log.log(record, self.status, self.bytes, self.started.elapsed());
+        }
+    }
+}
+
+enum Content {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+pub struct ResponseBody {
+    content: Content,
+    exchange: Exchange,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody").finish_non_exhaustive()
+    }
+}
+
+impl ResponseBody {
+    pub fn full(data: Bytes, mut exchange: Exchange, status: u16) -> Self {
+        exchange.status = status;
+        let data = (!data.is_empty()).then_some(data);
+        Self {
+            content: Content::Full(data),
+            exchange,
+        }
+    }
+
+    pub fn upstream(body: Incoming, mut exchange: Exchange, status: u16) -> Self {
+        exchange.status = status;
+        if body.is_end_stream() {
+            exchange.upstream_done();
+        }
+        Self {
+            content: Content::Upstream(body),
+            exchange,
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        match &mut this.content {
+            Content::Full(data) => Poll::Ready(data.take().map(|d| {
+                this.exchange.bytes += d.len() as u64;
+                Ok(Frame::data(d))
+            })),
+            Content::Upstream(body) => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        this.exchange.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+                        if body.is_end_stream() {
+                            this.exchange.upstream_done();
+                        }
+                    }
+                    Poll::Ready(None) => this.exchange.upstream_done(),
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::debug!(error = %e, "upstream response body failed");
+                        // Dropping the connection (not releasing it) closes it.
+                        this.exchange.upstream_conn = None;
+                    }
+                    Poll::Pending => {}
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.content {
+            Content::Full(data) => data.is_none(),
+            Content::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.content {
+            Content::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Content::Upstream(body) => body.size_hint(),
+        }
+    }
+}

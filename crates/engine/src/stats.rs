@@ -1,0 +1,41 @@
+//! Engine-wide counters. Per-backend and per-pool counters live with the backends and pools.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections_active: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub requests_total: AtomicU64,
+    /// Responses by status class: index 0 is 1xx … index 4 is 5xx.
+    pub responses: [AtomicU64; 5],
+}
+
+impl Stats {
+    pub fn count_response(&self, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts an open connection for as long as it lives.
+#[derive(Debug)]
+pub struct ConnectionCount<'a>(&'a Stats);
+
+impl<'a> ConnectionCount<'a> {
+    pub fn open(stats: &'a Stats) -> Self {
+        stats.connections_active.fetch_add(1, Ordering::Relaxed);
+        stats.connections_total.fetch_add(1, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for ConnectionCount<'_> {
+    fn drop(&mut self) {
+        self.0.connections_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}

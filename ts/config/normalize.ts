@@ -1,0 +1,82 @@
+/**
+ * The engine's view of a validated configuration: durations in milliseconds, sizes in bytes,
+ * paths absolute, and only what the Rust engine consumes (it rejects unknown keys). Built field by
+ * field so that a schema change that the engine does not know about fails to compile here.
+ */
+import { isAbsolute, resolve } from 'node:path';
+import type { LoadedConfig } from './load.js';
+
+export interface EngineConfig {
+  workers: number;
+  listeners: { address: string; redirect_to_https?: number }[];
+  upstreams: Record<string, EngineUpstream>;
+  routes: { host?: string; path_prefix?: string; upstream: string }[];
+  limits: {
+    max_connections: number;
+    header_timeout_ms: number;
+    max_header_size: number;
+    max_body_size: number;
+    keepalive_timeout_ms: number;
+    body_timeout_ms: number;
+  };
+  log: { level: string; access_log: string; access_format: 'json' | 'combined' };
+}
+
+export interface EngineUpstream {
+  balance: 'round_robin';
+  backends: { url: string; weight: number }[];
+  pool: {
+    max_connections: number;
+    max_idle: number;
+    idle_timeout_ms: number;
+    connect_timeout_ms: number;
+    queue_timeout_ms: number;
+  };
+  timeouts: { response_ms: number };
+}
+
+export function toEngineConfig({ config, baseDir }: LoadedConfig): EngineConfig {
+  const upstreams: Record<string, EngineUpstream> = {};
+  for (const [name, u] of Object.entries(config.upstreams)) {
+    upstreams[name] = {
+      balance: u.balance,
+      backends: u.backends.map((b) => ({ url: b.url, weight: b.weight })),
+      pool: {
+        max_connections: u.pool.max_connections,
+        max_idle: u.pool.max_idle,
+        idle_timeout_ms: u.pool.idle_timeout,
+        connect_timeout_ms: u.pool.connect_timeout,
+        queue_timeout_ms: u.pool.queue_timeout,
+      },
+      timeouts: { response_ms: u.timeouts.response },
+    };
+  }
+  const accessLog = config.log.access_log;
+  return {
+    workers: config.workers,
+    listeners: config.listeners.map((l) => ({
+      address: l.address,
+      ...(l.redirect_to_https !== undefined ? { redirect_to_https: l.redirect_to_https } : {}),
+    })),
+    upstreams,
+    routes: config.routes.map((r) => ({
+      upstream: r.upstream,
+      ...(r.host !== undefined ? { host: r.host } : {}),
+      ...(r.path_prefix !== undefined ? { path_prefix: r.path_prefix } : {}),
+    })),
+    limits: {
+      max_connections: config.limits.max_connections,
+      header_timeout_ms: config.limits.header_timeout,
+      max_header_size: config.limits.max_header_size,
+      max_body_size: config.limits.max_body_size,
+      keepalive_timeout_ms: config.limits.keepalive_timeout,
+      body_timeout_ms: config.limits.body_timeout,
+    },
+    log: {
+      level: config.log.level,
+      access_log:
+        accessLog === 'stdout' || accessLog === 'off' || isAbsolute(accessLog) ? accessLog : resolve(baseDir, accessLog),
+      access_format: config.log.access_format,
+    },
+  };
+}

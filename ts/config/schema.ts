@@ -1,0 +1,160 @@
+/**
+ * The configuration language: one zod schema, the single source of truth. The JSON Schema in
+ * `config/schema.json` and the README's reference are generated from it, and the engine receives
+ * what it produces (see `normalize.ts`).
+ */
+import { z } from 'zod';
+import { parseDuration, parseSize } from './units.js';
+
+const duration = (fallback: string) =>
+  z
+    .union([z.string(), z.number()])
+    .default(fallback)
+    .transform((v, ctx) => {
+      const ms = parseDuration(v);
+      if (ms === undefined) {
+        ctx.addIssue({ code: 'custom', message: `invalid duration ${JSON.stringify(v)} (use e.g. "250ms", "10s", "5m")` });
+        return z.NEVER;
+      }
+      return ms;
+    })
+    .describe(`duration such as "250ms", "10s", "5m" (or milliseconds); default ${fallback}`);
+
+const size = (fallback: string) =>
+  z
+    .union([z.string(), z.number()])
+    .default(fallback)
+    .transform((v, ctx) => {
+      const bytes = parseSize(v);
+      if (bytes === undefined) {
+        ctx.addIssue({ code: 'custom', message: `invalid size ${JSON.stringify(v)} (use e.g. "16kb", "64mb", or bytes)` });
+        return z.NEVER;
+      }
+      return bytes;
+    })
+    .describe(`size such as "16kb", "64mb" (or bytes); default ${fallback}`);
+
+const port = z.number().int().min(1).max(65535);
+
+/** `host:port`, with IPv6 hosts in brackets. Port 0 asks the OS for a free port. */
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8080')
+  .refine((s) => Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'port must be at most 65535');
+
+const backendUrl = z.string().superRefine((s, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(s);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `not a URL: ${JSON.stringify(s)}` });
+    return;
+  }
+  if (url.protocol !== 'http:') ctx.addIssue({ code: 'custom', message: 'only http:// backends are supported' });
+  if ((url.pathname !== '/' && url.pathname !== '') || url.search) {
+    ctx.addIssue({ code: 'custom', message: 'a backend URL takes no path or query (the client path is forwarded)' });
+  }
+});
+
+export const listenerSchema = z.strictObject({
+  address: hostPort.describe('host:port to listen on; port 0 picks a free port'),
+  redirect_to_https: port.optional().describe('answer every request with 308 to https://<host>:<port><path>'),
+});
+
+export const backendSchema = z.strictObject({
+  url: backendUrl.describe('http://host:port of the origin'),
+  weight: z.number().int().min(0).max(1_000_000).default(1).describe('relative share of requests'),
+});
+
+export const poolSchema = z.strictObject({
+  max_connections: z.number().int().min(1).default(64).describe('connections per backend at most'),
+  max_idle: z.number().int().min(0).default(16).describe('idle connections kept per backend'),
+  idle_timeout: duration('60s').describe('an idle upstream connection older than this is closed'),
+  connect_timeout: duration('2s').describe('TCP connect to a backend (504 when exceeded)'),
+  queue_timeout: duration('1s').describe('wait for a free connection when the pool is full (then 503)'),
+});
+
+export const upstreamSchema = z.strictObject({
+  balance: z.enum(['round_robin']).default('round_robin').describe('load-balancing algorithm'),
+  backends: z.array(backendSchema).min(1).describe('the origin servers'),
+  pool: poolSchema.prefault({}),
+  timeouts: z
+    .strictObject({ response: duration('30s').describe('from request sent to response head (504 when exceeded)') })
+    .prefault({}),
+});
+
+export const routeSchema = z.strictObject({
+  host: z
+    .string()
+    .regex(/^(\*\.)?[A-Za-z0-9.-]+$|^\*$/, 'expected a host name, "*.example.com" or "*"')
+    .optional()
+    .describe('Host to match (exact, or one-label wildcard "*.example.com"); any host when absent'),
+  path_prefix: z.string().startsWith('/').optional().describe('path prefix to match (case-sensitive)'),
+  upstream: z.string().describe('name of the upstream that serves the route'),
+});
+
+export const limitsSchema = z.strictObject({
+  max_connections: z.number().int().min(1).default(10_000).describe('client connections at most'),
+  header_timeout: duration('10s').describe('time to receive a request head (slow clients are closed)'),
+  max_header_size: size('16kb').describe('request line plus headers (431 when exceeded)'),
+  max_body_size: size('10mb').describe('request body (413 when exceeded)'),
+  keepalive_timeout: duration('60s').describe('idle client connection lifetime'),
+  body_timeout: duration('60s').describe('longest pause while receiving a request body (408)'),
+});
+
+export const logSchema = z.strictObject({
+  level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'off']).default('info'),
+  access_log: z.string().min(1).default('stdout').describe('stdout, off, or a file path'),
+  access_format: z.enum(['json', 'combined']).default('json'),
+});
+
+export const adminSchema = z.strictObject({
+  address: hostPort.describe('host:port of the admin listener (stats, health)'),
+});
+
+export const configSchema = z
+  .strictObject({
+    workers: z.number().int().min(0).max(1024).default(0).describe('worker threads; 0 = one per CPU'),
+    listeners: z.array(listenerSchema).min(1),
+    upstreams: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'upstream names use letters, digits, _ . -'), upstreamSchema),
+    routes: z.array(routeSchema).default([]),
+    limits: limitsSchema.prefault({}),
+    admin: adminSchema.optional(),
+    log: logSchema.prefault({}),
+  })
+  .superRefine((cfg, ctx) => {
+    const names = Object.keys(cfg.upstreams);
+    if (names.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['upstreams'], message: 'at least one upstream is required' });
+    }
+    if (cfg.routes.length === 0 && names.length > 1) {
+      ctx.addIssue({ code: 'custom', path: ['routes'], message: 'routes are required when there is more than one upstream' });
+    }
+    cfg.routes.forEach((r, i) => {
+      if (!(r.upstream in cfg.upstreams)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', i, 'upstream'],
+          message: `no upstream named ${JSON.stringify(r.upstream)} (have: ${names.join(', ') || 'none'})`,
+        });
+      }
+    });
+    const seen = new Map<string, number>();
+    cfg.listeners.forEach((l, i) => {
+      const first = seen.get(l.address);
+      if (first !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['listeners', i, 'address'], message: `same address as listeners[${first}]` });
+      }
+      seen.set(l.address, i);
+    });
+  });
+
+/** What users write (durations and sizes as strings, defaults optional). */
+export type GatehouseConfigInput = z.input<typeof configSchema>;
+/** The validated configuration (durations in ms, sizes in bytes, defaults filled in). */
+export type GatehouseConfig = z.output<typeof configSchema>;
+
+/** The JSON Schema of the file format, for editors and other tools. */
+export function configJsonSchema(): Record<string, unknown> {
+  return z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+}
