@@ -43,7 +43,7 @@ export interface GatewayStats {
         active: number;
         requests: number;
         failures: number;
-        pool: { created: number; reused: number; idle: number; active: number };
+        pool: { created: number; reused: number; idle: number; active: number; exhausted: number; queue_timeouts: number };
       }[];
     }
   >;

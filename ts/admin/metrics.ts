@@ -38,5 +38,8 @@ export function toPrometheus(stats: Json): string {
   metric('gatehouse_pool_connections_created_total', 'counter', 'Upstream connections opened.', backendSamples('created', 'pool'));
   metric('gatehouse_pool_connections_reused_total', 'counter', 'Requests served on a reused connection.', backendSamples('reused', 'pool'));
   metric('gatehouse_pool_connections_idle', 'gauge', 'Idle upstream connections.', backendSamples('idle', 'pool'));
+  metric('gatehouse_pool_connections_active', 'gauge', 'Upstream connections in use.', backendSamples('active', 'pool'));
+  metric('gatehouse_pool_exhausted_total', 'counter', 'Checkouts that found every connection busy.', backendSamples('exhausted', 'pool'));
+  metric('gatehouse_pool_queue_timeouts_total', 'counter', 'Checkouts that gave up waiting (503).', backendSamples('queue_timeouts', 'pool'));
   return `${out.join('\n')}\n`;
 }

@@ -103,9 +103,9 @@ export const limitsSchema = z.strictObject({
 });
 
 export const logSchema = z.strictObject({
-  level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'off']).default('info'),
+  level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'off']).default('info').describe('process log level (JSON lines on stderr)'),
   access_log: z.string().min(1).default('stdout').describe('stdout, off, or a file path'),
-  access_format: z.enum(['json', 'combined']).default('json'),
+  access_format: z.enum(['json', 'combined']).default('json').describe('JSON lines, or the Apache/nginx combined format'),
 });
 
 export const adminSchema = z.strictObject({

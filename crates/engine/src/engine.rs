@@ -314,7 +314,8 @@ impl Engine {
                             "url": b.url, "healthy": b.healthy, "weight": b.weight,
                             "active": b.active, "requests": b.requests, "failures": b.failures,
                             "pool": { "created": p.created, "reused": p.reused,
-                                      "idle": p.idle, "active": p.active },
+                                      "idle": p.idle, "active": p.active,
+                                      "exhausted": p.exhausted, "queue_timeouts": p.queue_timeouts },
                         })
                     })
                     .collect();

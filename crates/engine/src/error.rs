@@ -25,6 +25,8 @@ pub enum ProxyError {
     /// No route matches the request's host and path.
     NoRoute,
     NoHealthyBackend,
+    /// Every pooled connection to the chosen backend stayed busy for the queue timeout.
+    PoolExhausted,
     ConnectFailed,
     ConnectTimeout,
     /// The origin reset or closed the connection, or sent an invalid response.
@@ -40,7 +42,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthyBackend | ProxyError::PoolExhausted => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::ConnectFailed | ProxyError::UpstreamFailed => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -52,7 +56,9 @@ impl ProxyError {
             | ProxyError::HeaderTooLarge
             | ProxyError::BodyTooLarge
             | ProxyError::RequestTimeout => Side::Downstream,
-            ProxyError::NoRoute | ProxyError::NoHealthyBackend => Side::Internal,
+            ProxyError::NoRoute | ProxyError::NoHealthyBackend | ProxyError::PoolExhausted => {
+                Side::Internal
+            }
             ProxyError::ConnectFailed
             | ProxyError::ConnectTimeout
             | ProxyError::UpstreamFailed
@@ -74,7 +80,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge => "Payload Too Large\n",
             ProxyError::RequestTimeout => "Request Timeout\n",
             ProxyError::NoRoute => "Not Found\n",
-            ProxyError::NoHealthyBackend => "Service Unavailable\n",
+            ProxyError::NoHealthyBackend | ProxyError::PoolExhausted => "Service Unavailable\n",
             ProxyError::ConnectFailed | ProxyError::UpstreamFailed => "Bad Gateway\n",
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => "Gateway Timeout\n",
         }

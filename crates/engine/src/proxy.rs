@@ -162,7 +162,7 @@ async fn forward(
     let Some(backend) = upstream.select() else {
         return Reply::Error(ProxyError::NoHealthyBackend);
     };
-    let request = upstream_request(parts, body, ctx, request_id);
+    let request = upstream_request(parts, body, ctx, request_id, backend.pool.address());
     if let Some((_, record)) = &mut exchange.access {
         record.upstream = Some(backend.backend.url().to_owned());
     }
@@ -229,6 +229,7 @@ fn upstream_request(
     body: UpstreamBody,
     ctx: &ConnContext,
     request_id: HeaderValue,
+    backend_address: &str,
 ) -> Request<UpstreamBody> {
     let client_version = parts.version;
     let absolute_host = parts
@@ -243,6 +244,12 @@ fn upstream_request(
         h.insert(header::HOST, host);
     }
     let host = h.get(header::HOST).cloned();
+    if host.is_none() {
+        // HTTP/1.0 clients may omit Host; HTTP/1.1 origins require one.
+        if let Ok(v) = HeaderValue::from_str(backend_address) {
+            h.insert(header::HOST, v);
+        }
+    }
     headers::add_forwarded(
         h,
         Forwarded {
@@ -281,6 +288,10 @@ async fn send_upstream(
     let backend = &target.backend;
     let mut conn = match target.pool.checkout().await {
         Ok(conn) => conn,
+        Err(ConnectError::PoolExhausted) => {
+            tracing::warn!(backend = backend.url(), "connection pool exhausted");
+            return Err(ProxyError::PoolExhausted);
+        }
         Err(e) => {
             backend.record_failure();
             tracing::warn!(backend = backend.url(), error = %e, "upstream connect failed");

@@ -68,6 +68,8 @@ impl ProxyState {
                 });
             }
             let pool = PoolConfig {
+                max_connections: up.pool.max_connections as usize,
+                queue_timeout: Duration::from_millis(up.pool.queue_timeout_ms),
                 max_idle: up.pool.max_idle as usize,
                 idle_timeout: Duration::from_millis(up.pool.idle_timeout_ms),
                 connect_timeout: Duration::from_millis(up.pool.connect_timeout_ms),

@@ -10,11 +10,16 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Tuning for one pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
+    /// Open connections (idle or in use) at most. A checkout beyond it waits for one to free up.
+    pub max_connections: usize,
+    /// How long a checkout waits when all `max_connections` are in use.
+    pub queue_timeout: Duration,
     /// Idle connections kept at most; more are closed when released.
     pub max_idle: usize,
     /// An idle connection older than this is closed instead of reused.
@@ -26,6 +31,8 @@ pub struct PoolConfig {
 impl Default for PoolConfig {
     fn default() -> Self {
         Self {
+            max_connections: 64,
+            queue_timeout: Duration::from_secs(1),
             max_idle: 16,
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(2),
@@ -33,9 +40,12 @@ impl Default for PoolConfig {
     }
 }
 
-/// Why a new connection could not be made. The proxy maps `Timeout` to 504 and the rest to 502.
+/// Why no connection could be had. The proxy maps `PoolExhausted` to 503, `Timeout` to 504 and
+/// the rest to 502.
 #[derive(Debug)]
 pub enum ConnectError {
+    /// Every connection stayed busy for the whole queue timeout.
+    PoolExhausted,
     Timeout,
     Io(std::io::Error),
     Handshake(hyper::Error),
@@ -44,6 +54,7 @@ pub enum ConnectError {
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ConnectError::PoolExhausted => f.write_str("connection pool exhausted"),
             ConnectError::Timeout => f.write_str("connect timed out"),
             ConnectError::Io(e) => write!(f, "connect failed: {e}"),
             ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
@@ -54,7 +65,7 @@ impl fmt::Display for ConnectError {
 impl std::error::Error for ConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ConnectError::Timeout => None,
+            ConnectError::Timeout | ConnectError::PoolExhausted => None,
             ConnectError::Io(e) => Some(e),
             ConnectError::Handshake(e) => Some(e),
         }
@@ -72,10 +83,17 @@ pub struct PoolStats {
     pub idle: u64,
     /// Connections checked out now.
     pub active: u64,
+    /// Checkouts that found every connection busy and had to wait.
+    pub exhausted: u64,
+    /// Checkouts that gave up after the queue timeout.
+    pub queue_timeouts: u64,
 }
 
+/// An idle connection. It keeps its slot (a semaphore permit), so idle and busy connections
+/// together never exceed `max_connections`.
 struct Idle<B> {
     sender: SendRequest<B>,
+    slot: OwnedSemaphorePermit,
     since: Instant,
 }
 
@@ -83,9 +101,15 @@ struct Shared<B> {
     address: String,
     config: PoolConfig,
     idle: Mutex<Vec<Idle<B>>>,
+    /// One permit per connection that may be open.
+    slots: Arc<Semaphore>,
+    /// Wakes queued checkouts when a connection becomes idle (its slot does not come free then).
+    released: Notify,
     created: AtomicU64,
     reused: AtomicU64,
     active: AtomicU64,
+    exhausted: AtomicU64,
+    queue_timeouts: AtomicU64,
 }
 
 /// The connection pool of one backend address (`host:port`).
@@ -119,11 +143,15 @@ where
         Self {
             shared: Arc::new(Shared {
                 address: address.into(),
+                slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
                 config,
                 idle: Mutex::new(Vec::new()),
+                released: Notify::new(),
                 created: AtomicU64::new(0),
                 reused: AtomicU64::new(0),
                 active: AtomicU64::new(0),
+                exhausted: AtomicU64::new(0),
+                queue_timeouts: AtomicU64::new(0),
             }),
         }
     }
@@ -132,14 +160,46 @@ where
         &self.shared.address
     }
 
-    /// Hands out the most recently released live connection, or opens a new one.
+    /// Hands out the most recently released live connection, or opens a new one when the pool
+    /// has room; otherwise waits up to the queue timeout for either.
     pub async fn checkout(&self) -> Result<PooledConn<B>, ConnectError> {
-        if let Some(sender) = self.pop_live() {
-            self.shared.reused.fetch_add(1, Ordering::Relaxed);
-            return Ok(self.lease(sender, true));
+        let deadline = Instant::now() + self.shared.config.queue_timeout;
+        let mut queued = false;
+        loop {
+            if let Some((sender, slot)) = self.pop_live() {
+                self.shared.reused.fetch_add(1, Ordering::Relaxed);
+                return Ok(self.lease(sender, slot, true));
+            }
+            // Listen for releases before looking for a free slot, so none is missed in between.
+            let released = self.shared.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let slots = Arc::clone(&self.shared.slots);
+            if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
+                return self.open(slot).await;
+            }
+            if !queued {
+                queued = true;
+                self.shared.exhausted.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::select! {
+                slot = slots.acquire_owned() => match slot {
+                    Ok(slot) => return self.open(slot).await,
+                    Err(_) => return Err(ConnectError::PoolExhausted),
+                },
+                _ = released => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.shared.queue_timeouts.fetch_add(1, Ordering::Relaxed);
+                    return Err(ConnectError::PoolExhausted);
+                }
+            }
         }
+    }
+
+    async fn open(&self, slot: OwnedSemaphorePermit) -> Result<PooledConn<B>, ConnectError> {
+        // On error the slot is dropped here, freeing it for the next checkout.
         let sender = self.connect().await?;
-        Ok(self.lease(sender, false))
+        Ok(self.lease(sender, slot, false))
     }
 
     /// Closes idle connections that outlived the idle timeout. The engine calls this
@@ -159,17 +219,21 @@ where
             reused: self.shared.reused.load(Ordering::Relaxed),
             idle: self.shared.idle.lock().len() as u64,
             active: self.shared.active.load(Ordering::Relaxed),
+            exhausted: self.shared.exhausted.load(Ordering::Relaxed),
+            queue_timeouts: self.shared.queue_timeouts.load(Ordering::Relaxed),
         }
     }
 
-    fn pop_live(&self) -> Option<SendRequest<B>> {
+    fn pop_live(&self) -> Option<(SendRequest<B>, OwnedSemaphorePermit)> {
         let timeout = self.shared.config.idle_timeout;
         let mut idle = self.shared.idle.lock();
         while let Some(conn) = idle.pop() {
             if conn.sender.is_closed() || conn.since.elapsed() >= timeout {
-                continue; // dropping the sender lets its connection task finish and close
+                // Dropping the sender lets its connection task finish and close; dropping the
+                // slot frees room for a new connection.
+                continue;
             }
-            return Some(conn.sender);
+            return Some((conn.sender, conn.slot));
         }
         None
     }
@@ -200,10 +264,15 @@ where
         Ok(sender)
     }
 
-    fn lease(&self, sender: SendRequest<B>, reused: bool) -> PooledConn<B> {
+    fn lease(
+        &self,
+        sender: SendRequest<B>,
+        slot: OwnedSemaphorePermit,
+        reused: bool,
+    ) -> PooledConn<B> {
         self.shared.active.fetch_add(1, Ordering::Relaxed);
         PooledConn {
-            sender: Some(sender),
+            sender: Some((sender, slot)),
             shared: Arc::clone(&self.shared),
             reused,
         }
@@ -211,14 +280,19 @@ where
 }
 
 impl<B> Shared<B> {
-    fn put_idle(&self, sender: SendRequest<B>) {
-        let mut idle = self.idle.lock();
-        if idle.len() < self.config.max_idle {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+    fn put_idle(&self, sender: SendRequest<B>, slot: OwnedSemaphorePermit) {
+        {
+            let mut idle = self.idle.lock();
+            if idle.len() < self.config.max_idle {
+                idle.push(Idle {
+                    sender,
+                    slot,
+                    since: Instant::now(),
+                });
+            }
+            // Otherwise both drop here: the connection closes and its slot frees up.
         }
+        self.released.notify_one();
     }
 }
 
@@ -226,7 +300,7 @@ impl<B> Shared<B> {
 ///
 /// [`release`]: PooledConn::release
 pub struct PooledConn<B> {
-    sender: Option<SendRequest<B>>,
+    sender: Option<(SendRequest<B>, OwnedSemaphorePermit)>,
     shared: Arc<Shared<B>>,
     reused: bool,
 }
@@ -256,7 +330,7 @@ where
     /// must be released only after that body has been read to the end.
     pub async fn send(&mut self, request: Request<B>) -> Result<Response<Incoming>, hyper::Error> {
         match self.sender.as_mut() {
-            Some(sender) => sender.send_request(request).await,
+            Some((sender, _)) => sender.send_request(request).await,
             // `sender` is only taken by `release`/`drop`, which consume `self`.
             None => unreachable!("PooledConn used after release"),
         }
@@ -264,14 +338,14 @@ where
 
     /// Returns the connection to the pool once the exchange on it is complete.
     pub fn release(mut self) {
-        let Some(mut sender) = self.sender.take() else {
+        let Some((mut sender, slot)) = self.sender.take() else {
             return;
         };
         if sender.is_closed() {
             return;
         }
         if sender.is_ready() {
-            self.shared.put_idle(sender);
+            self.shared.put_idle(sender, slot);
             return;
         }
         // The connection task has not yet noticed that the exchange is over (it runs on its own
@@ -279,7 +353,7 @@ where
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
-                shared.put_idle(sender);
+                shared.put_idle(sender, slot);
             }
         });
     }
@@ -368,6 +442,61 @@ mod tests {
         drop(listener);
         let pool: UpstreamPool<Empty<Bytes>> = UpstreamPool::new(address, PoolConfig::default());
         assert!(matches!(pool.checkout().await, Err(ConnectError::Io(_))));
+    }
+
+    #[tokio::test]
+    async fn the_cap_queues_then_times_out() {
+        let (address, accepted) = origin().await;
+        let config = PoolConfig {
+            max_connections: 2,
+            queue_timeout: Duration::from_millis(100),
+            ..PoolConfig::default()
+        };
+        let pool: UpstreamPool<Empty<Bytes>> = UpstreamPool::new(address, config);
+        let a = pool.checkout().await.expect("first");
+        let b = pool.checkout().await.expect("second");
+        assert!(matches!(
+            pool.checkout().await,
+            Err(ConnectError::PoolExhausted)
+        ));
+        // A waiter gets the slot a dropped connection frees.
+        let waiter = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.checkout().await.map(|c| c.is_reused()) })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(a);
+        assert!(matches!(waiter.await.expect("join"), Ok(false)));
+        drop(b);
+        let stats = pool.stats();
+        assert_eq!((stats.exhausted, stats.queue_timeouts), (2, 1));
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_released_connection_goes_to_the_queued_checkout() {
+        let (address, accepted) = origin().await;
+        let config = PoolConfig {
+            max_connections: 1,
+            queue_timeout: Duration::from_secs(5),
+            ..PoolConfig::default()
+        };
+        let pool = UpstreamPool::new(address, config);
+        let mut conn = pool.checkout().await.expect("first");
+        let waiter = {
+            let pool = pool.clone();
+            tokio::spawn(async move { exchange(&pool).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let req = Request::get("/").body(Empty::new()).expect("request");
+        let resp = conn.send(req).await.expect("response");
+        resp.into_body().collect().await.expect("body");
+        conn.release();
+        assert!(
+            waiter.await.expect("join"),
+            "the waiter reused the released connection"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]
