@@ -48,14 +48,14 @@ function rows(schema: JsonSchema, prefix: string, required: boolean, out: string
   out.push(`| \`${prefix}\` | ${type} | ${def} | ${(schema.description ?? '').replace(/\|/g, '\\|')} |`);
 }
 
-export function configReference(schema: JsonSchema): string {
+export function configReference(schema: object): string {
   const out = ['| key | type | default | meaning |', '|---|---|---|---|'];
-  rows(schema, '', true, out);
+  rows(schema as JsonSchema, '', true, out);
   return out.join('\n');
 }
 
 /** Replaces the generated section of `readme` (between the markers) with the current reference. */
-export function withReference(readme: string, schema: JsonSchema): string {
+export function withReference(readme: string, schema: object): string {
   const start = readme.indexOf(REFERENCE_START);
   const end = readme.indexOf(REFERENCE_END);
   if (start < 0 || end < start) throw new Error('README.md lacks the config-reference markers');

@@ -37,10 +37,15 @@ const size = (fallback: string) =>
 const port = z.number().int().min(1).max(65535);
 
 /** `host:port`, with IPv6 hosts in brackets. Port 0 asks the OS for a free port. */
+const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
 const hostPort = z
   .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8080')
-  .refine((s) => Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'port must be at most 65535');
+  .regex(HOST_PORT, 'expected host:port, e.g. 127.0.0.1:8080')
+  .refine((s) => Number(HOST_PORT.exec(s)?.[2]) <= 65535, {
+    message: 'port must be at most 65535',
+    // Only once the shape is right: "no-port" is one problem, not two.
+    when: (payload) => payload.issues.length === 0,
+  });
 
 const backendUrl = z.string().superRefine((s, ctx) => {
   let url: URL;
@@ -122,32 +127,43 @@ export const configSchema = z
     admin: adminSchema.optional(),
     log: logSchema.prefault({}),
   })
-  .superRefine((cfg, ctx) => {
-    const names = Object.keys(cfg.upstreams);
-    if (names.length === 0) {
-      ctx.addIssue({ code: 'custom', path: ['upstreams'], message: 'at least one upstream is required' });
-    }
-    if (cfg.routes.length === 0 && names.length > 1) {
-      ctx.addIssue({ code: 'custom', path: ['routes'], message: 'routes are required when there is more than one upstream' });
-    }
-    cfg.routes.forEach((r, i) => {
-      if (!(r.upstream in cfg.upstreams)) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['routes', i, 'upstream'],
-          message: `no upstream named ${JSON.stringify(r.upstream)} (have: ${names.join(', ') || 'none'})`,
-        });
+  // Cross-field rules. `when` makes them run even when a field elsewhere failed, so that one run
+  // reports every problem; the value may then be partly unparsed, hence the defensive reads.
+  .superRefine(
+    (cfg, ctx) => {
+      const upstreams: object = typeof cfg.upstreams === 'object' && cfg.upstreams !== null ? cfg.upstreams : {};
+      const names = Object.keys(upstreams);
+      const routes: unknown[] = Array.isArray(cfg.routes) ? cfg.routes : [];
+      const listeners: unknown[] = Array.isArray(cfg.listeners) ? cfg.listeners : [];
+      if (names.length === 0) {
+        ctx.addIssue({ code: 'custom', path: ['upstreams'], message: 'at least one upstream is required' });
       }
-    });
-    const seen = new Map<string, number>();
-    cfg.listeners.forEach((l, i) => {
-      const first = seen.get(l.address);
-      if (first !== undefined) {
-        ctx.addIssue({ code: 'custom', path: ['listeners', i, 'address'], message: `same address as listeners[${first}]` });
+      if (routes.length === 0 && names.length > 1) {
+        ctx.addIssue({ code: 'custom', path: ['routes'], message: 'routes are required when there is more than one upstream' });
       }
-      seen.set(l.address, i);
-    });
-  });
+      routes.forEach((r, i) => {
+        const target = (r as { upstream?: unknown } | null)?.upstream;
+        if (typeof target === 'string' && !names.includes(target)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['routes', i, 'upstream'],
+            message: `no upstream named ${JSON.stringify(target)} (have: ${names.join(', ') || 'none'})`,
+          });
+        }
+      });
+      const seen = new Map<string, number>();
+      listeners.forEach((l, i) => {
+        const address = (l as { address?: unknown } | null)?.address;
+        if (typeof address !== 'string') return;
+        const first = seen.get(address);
+        if (first !== undefined) {
+          ctx.addIssue({ code: 'custom', path: ['listeners', i, 'address'], message: `same address as listeners[${first}]` });
+        }
+        seen.set(address, i);
+      });
+    },
+    { when: () => true },
+  );
 
 /** What users write (durations and sizes as strings, defaults optional). */
 export type GatehouseConfigInput = z.input<typeof configSchema>;

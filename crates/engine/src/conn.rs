@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::audit::FramingAudit;
 
 const NONE: u64 = u64::MAX;
 
@@ -28,6 +31,13 @@ pub struct ConnActivity {
     idle_since: AtomicU64,
     /// Milliseconds after `base` when the pending request head started, or `NONE`.
     head_since: AtomicU64,
+    /// Requests started on this connection.
+    requests: AtomicU64,
+    /// 1-based index of the first request whose head had both Content-Length and
+    /// Transfer-Encoding (see [`crate::audit`]), or 0.
+    ambiguous_request: AtomicU64,
+    /// Wakes the watchdog when a timer's starting point moves (a request ends, a head starts).
+    changed: Notify,
 }
 
 /// What the connection's watchdog should do next.
@@ -47,6 +57,9 @@ impl ConnActivity {
             idle_since: AtomicU64::new(0),
             // The first request's head is timed from accept, as nginx does.
             head_since: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            ambiguous_request: AtomicU64::new(0),
+            changed: Notify::new(),
         }
     }
 
@@ -62,7 +75,11 @@ impl ConnActivity {
     pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(NONE, Ordering::Relaxed);
-        RequestGuard(Arc::clone(self))
+        let index = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        RequestGuard {
+            activity: Arc::clone(self),
+            index,
+        }
     }
 
     fn on_read(&self) {
@@ -70,7 +87,13 @@ impl ConnActivity {
             && self.head_since.load(Ordering::Relaxed) == NONE
         {
             self.head_since.store(self.now_ms(), Ordering::Relaxed);
+            self.changed.notify_one();
         }
+    }
+
+    /// Resolves when the idle or head timer may have a new starting point.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// Decides, at `now`, whether the connection has outstayed its welcome.
@@ -101,26 +124,44 @@ impl Default for ConnActivity {
 
 /// Marks a request as finished (its response body sent or abandoned) when dropped.
 #[derive(Debug)]
-pub struct RequestGuard(Arc<ConnActivity>);
+pub struct RequestGuard {
+    activity: Arc<ConnActivity>,
+    index: u64,
+}
 
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        let now = self.0.now_ms();
-        self.0.idle_since.store(now, Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+impl RequestGuard {
+    /// Whether this request's head carried both `Content-Length` and `Transfer-Encoding`, which
+    /// hyper forgives by dropping `Content-Length` (see [`crate::audit`]).
+    pub fn had_ambiguous_framing(&self) -> bool {
+        self.activity.ambiguous_request.load(Ordering::Relaxed) == self.index
     }
 }
 
-/// A client socket that tells [`ConnActivity`] when bytes arrive.
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let a = &self.activity;
+        a.idle_since.store(a.now_ms(), Ordering::Relaxed);
+        a.in_flight.fetch_sub(1, Ordering::Relaxed);
+        a.changed.notify_one();
+    }
+}
+
+/// A client socket that tells [`ConnActivity`] when bytes arrive, and shows them to the
+/// [`FramingAudit`].
 #[derive(Debug)]
 pub struct TrackedStream {
     inner: TcpStream,
     activity: Arc<ConnActivity>,
+    audit: FramingAudit,
 }
 
 impl TrackedStream {
     pub fn new(inner: TcpStream, activity: Arc<ConnActivity>) -> Self {
-        Self { inner, activity }
+        Self {
+            inner,
+            activity,
+            audit: FramingAudit::new(),
+        }
     }
 }
 
@@ -135,6 +176,15 @@ impl AsyncRead for TrackedStream {
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             this.activity.on_read();
+            let first_ambiguous = this.audit.ambiguous();
+            this.audit.feed(&buf.filled()[before..]);
+            if first_ambiguous.is_none() {
+                if let Some(index) = this.audit.ambiguous() {
+                    this.activity
+                        .ambiguous_request
+                        .store(index, Ordering::Relaxed);
+                }
+            }
         }
         result
     }

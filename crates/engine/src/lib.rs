@@ -11,6 +11,7 @@
 //! Nothing in this crate knows about Node or N-API; `bindings/` adapts it.
 
 pub mod access_log;
+pub mod audit;
 pub mod body;
 pub mod config;
 pub mod conn;

@@ -166,6 +166,7 @@ async fn serve_connection(
                 closing = true;
             }
             _ = tokio::time::sleep_until(next) => {}
+            _ = activity.changed() => {}
         }
     }
 }

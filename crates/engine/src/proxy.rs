@@ -134,6 +134,11 @@ async fn forward(
     if let Err(e) = headers::check_request(&req, limits.max_header_size) {
         return Reply::Error(e);
     }
+    if exchange.request().had_ambiguous_framing() {
+        return Reply::Error(ProxyError::BadRequest(
+            "Content-Length with Transfer-Encoding",
+        ));
+    }
     if req.method() == Method::CONNECT {
         return Reply::Error(ProxyError::BadRequest("CONNECT is not proxied"));
     }

@@ -24,7 +24,7 @@ use gatehouse_pool::PooledConn;
 #[derive(Debug)]
 pub struct Exchange {
     started: Instant,
-    _request: RequestGuard,
+    request_guard: RequestGuard,
     pub access: Option<(Arc<AccessLog>, AccessRecord)>,
     pub backend: Option<InFlight>,
     pub upstream_conn: Option<PooledConn<UpstreamBody>>,
@@ -36,13 +36,17 @@ impl Exchange {
     pub fn new(started: Instant, request: RequestGuard) -> Self {
         Self {
             started,
-            _request: request,
+            request_guard: request,
             access: None,
             backend: None,
             upstream_conn: None,
             status: 0,
             bytes: 0,
         }
+    }
+
+    pub fn request(&self) -> &RequestGuard {
+        &self.request_guard
     }
 
     /// The origin's response has been read to the end: its connection may serve another request.
