@@ -42,6 +42,16 @@ pub fn check_request<B>(req: &Request<B>, max_header_size: u64) -> Result<(), Pr
     if size as u64 > max_header_size {
         return Err(ProxyError::HeaderTooLarge);
     }
+    // `Transfer_Encoding` and `Content_Length` are not framing headers to us, but some origins
+    // (CGI-style ones) read `_` as `-`: refuse them rather than let two readings differ.
+    if headers.keys().any(|name| {
+        let n = name.as_str();
+        n.contains('_')
+            && (n.eq_ignore_ascii_case("transfer_encoding")
+                || n.eq_ignore_ascii_case("content_length"))
+    }) {
+        return Err(ProxyError::BadRequest("framing header spelled with '_'"));
+    }
     let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
     if let Some(first) = te.next() {
         if headers.contains_key(header::CONTENT_LENGTH) {
@@ -201,6 +211,8 @@ mod tests {
             vec![("host", "a"), ("content-length", "+5")],
             vec![("content-length", "0")],
             vec![("host", "a"), ("host", "b")],
+            vec![("host", "a"), ("transfer_encoding", "chunked")],
+            vec![("host", "a"), ("content_length", "5")],
         ];
         for headers in cases {
             assert!(
