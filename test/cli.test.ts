@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { closedPort, startOrigin, type Origin } from './helpers/origin.js';
+import { hostPlatform, platformOfTriple } from '../ts/native.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const bin = join(root, 'bin', 'gatehouse.js');
@@ -244,11 +245,19 @@ const lines = (text: string): string[] => text.split('\n').filter((l) => l.trim(
 // ---------------------------------------------------------------------------------------------
 // Tests
 
-test('--version prints the package version', async (t) => {
+test('--version prints the package version, then the engine build', async (t) => {
   const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
-  const r = await run(t, ['--version']);
-  t.is(r.code, 0, r.stderr);
-  t.is(r.stdout.trim(), pkg.version);
+  for (const flag of ['--version', '-V']) {
+    const r = await run(t, [flag]);
+    t.is(r.code, 0, r.stderr);
+    const [first, engine, node] = lines(r.stdout);
+    t.is(first, pkg.version, 'the first line is the bare package version');
+    const m = /^engine: (\S+) (\S+) (release|debug|dist)( \(rustc .+\))?$/.exec(engine ?? '');
+    t.truthy(m, engine);
+    t.is(m?.[1], pkg.version);
+    t.is(platformOfTriple(m?.[2] ?? ''), hostPlatform(), 'built for this machine');
+    t.is(node, `node: ${process.version} ${hostPlatform()}`);
+  }
 });
 
 test('--help lists the commands', async (t) => {
@@ -389,6 +398,22 @@ test('start: serves, SIGHUP reloads the file, a bad reload keeps the old configu
   g.child.kill('SIGTERM');
   const exit = await exitWithin(g);
   t.deepEqual(exit, { code: 0, signal: null }, g.stderr());
+});
+
+// The engine's threads do not hold Node's event loop open; without an admin server nothing else did.
+test('start: without an admin listener it keeps serving until SIGTERM', async (t) => {
+  const origin = await namedOrigin('only');
+  t.teardown(() => origin.close());
+  const dir = await tempDir(t);
+  const file = join(dir, 'no-admin.yaml');
+  await writeFile(file, goodYaml(origin.url).replace(/^admin: .*\n/m, ''));
+  const g = gatehouse(t, ['start', '-c', file]);
+  const listening = await g.waitForLog('"listening"', (l) => l.message === 'listening' && l.target === 'gatehouse::control');
+  await delay(300);
+  const r = await get(`http://${String(listening.bound)}/`);
+  t.is(r.body, 'only');
+  g.child.kill('SIGTERM');
+  t.deepEqual(await exitWithin(g), { code: 0, signal: null }, g.stderr());
 });
 
 test('start: SIGTERM lets the in-flight request finish, refuses new connections, exits 0', async (t) => {

@@ -120,6 +120,26 @@ test('/stats, /metrics and /healthz on the admin listener', async (t) => {
   t.is((await fetchText(`${admin}/nope`)).status, 404);
 });
 
+test('under steady load more than 80% of upstream requests reuse a pooled connection', async (t) => {
+  const origin = await startOrigin((_req, res) => res.end('ok'));
+  const proxy = await startProxy(proxyConfig([origin.url]));
+  t.teardown(async () => { await proxy.close(); await origin.close(); });
+  const { Agent } = await import('node:http');
+  const agent = new Agent({ keepAlive: true, maxSockets: 8 });
+  t.teardown(() => agent.destroy());
+  const once = () => new Promise<number>((resolve, reject) => {
+    get(`${proxy.url}/steady`, { agent }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)); }).on('error', reject);
+  });
+  for (let round = 0; round < 25; round++) {
+    const statuses = await Promise.all(Array.from({ length: 8 }, once));
+    t.true(statuses.every((s) => s === 200));
+  }
+  const pool = proxy.gateway.stats().upstreams.app?.backends[0]?.pool;
+  const reuse = (pool?.reused ?? 0) / 200;
+  t.true(reuse > 0.8, `reuse ratio ${reuse} (created ${pool?.created})`);
+  t.true(origin.connections <= 8, `the origin saw ${origin.connections} connections for 200 requests`);
+});
+
 test('the pool cap holds: excess requests queue, then get 503 with Retry-After', async (t) => {
   let concurrent = 0;
   let peak = 0;

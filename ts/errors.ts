@@ -5,6 +5,7 @@ export type GatehouseErrorCode =
   | 'ERR_GATEHOUSE_START'
   | 'ERR_GATEHOUSE_RELOAD'
   | 'ERR_GATEHOUSE_CLOSED'
+  | 'ERR_GATEHOUSE_WEIGHT'
   | 'ERR_GATEHOUSE_NATIVE';
 
 /** One configuration problem: where (`upstreams.app.backends[1].url`) and what. */

@@ -12,6 +12,12 @@ import { toEngineConfig } from './config/normalize.js';
 import type { GatehouseConfigInput } from './config/schema.js';
 import { createLogger, type Logger } from './log.js';
 import { native, packageVersion, type NativeEngine } from './native.js';
+import { HealthChecker, type HealthChange, type HealthTarget } from './health/checker.js';
+import { loadPolicyModule } from './policy/load.js';
+import { PolicyRunner } from './policy/runner.js';
+import type { BalancingPolicy, UpstreamSnapshot } from './policy/types.js';
+import type { PolicyModes } from './config/normalize.js';
+import { isAbsolute, resolve as resolvePath } from 'node:path';
 
 /** A listener as configured and as bound (port 0 resolved to the real port). */
 export interface ListenerInfo {
@@ -51,14 +57,91 @@ export interface GatewayStats {
   admin?: { address: string };
 }
 
+/** One backend as the admin `/backends` endpoint shows it. */
+export interface BackendView {
+  upstream: string;
+  url: string;
+  /** Takes new requests: healthy by the active checks and not ejected by passive detection. */
+  healthy: boolean;
+  weight: number;
+  active: number;
+  requests: number;
+  failures: number;
+  ejected: boolean;
+  ejections: number;
+  latencyEwmaMs: number;
+  /** Active health checks, when configured for the upstream. */
+  checks?: { healthy: boolean; consecutiveSuccesses: number; consecutiveFailures: number; lastCheck?: string; lastError?: string };
+}
+
+type EngineBackend = GatewayStats['upstreams'][string]['backends'][number] & {
+  checks_healthy: boolean;
+  ejected: boolean;
+  ejections: number;
+  latency_ewma_ms: number;
+};
+
+/** Policy modules of a configuration, loaded, with how each upstream then balances. */
+interface LoadedPolicies {
+  modules: Map<string, { policy: BalancingPolicy; tuneIntervalMs: number }>;
+  modes: PolicyModes;
+}
+
+async function loadPolicies(loaded: LoadedConfig): Promise<LoadedPolicies> {
+  const modules = new Map<string, { policy: BalancingPolicy; tuneIntervalMs: number }>();
+  const modes: PolicyModes = {};
+  for (const [name, upstream] of Object.entries(loaded.config.upstreams)) {
+    const balance = upstream.balance;
+    if (typeof balance === 'string') continue;
+    const file = isAbsolute(balance.module) ? balance.module : resolvePath(loaded.baseDir, balance.module);
+    let policy: BalancingPolicy;
+    try {
+      policy = await loadPolicyModule(file);
+    } catch (e) {
+      throw new ConfigError([{ path: `upstreams.${name}.balance.module`, message: (e as Error).message }]);
+    }
+    modules.set(name, { policy, tuneIntervalMs: balance.tune_interval });
+    modes[name] = policy.select ? 'external' : balance.fallback;
+  }
+  return { modules, modes };
+}
+
+function healthTargets(loaded: LoadedConfig): HealthTarget[] {
+  return Object.entries(loaded.config.upstreams).flatMap(([upstream, u]) => {
+    const hc = u.health_check;
+    if (!hc) return [];
+    return u.backends.map((b) => ({
+      upstream,
+      url: b.url,
+      settings: {
+        path: hc.path,
+        intervalMs: hc.interval,
+        timeoutMs: hc.timeout,
+        healthyThreshold: hc.healthy_threshold,
+        unhealthyThreshold: hc.unhealthy_threshold,
+      },
+    }));
+  });
+}
+
 type ConfigSource = GatehouseConfigInput | string;
 
 async function load(source: ConfigSource): Promise<LoadedConfig> {
   return typeof source === 'string' ? loadConfigFile(source) : validateConfig(source);
 }
 
+export interface Gateway {
+  /** A backend's active-health verdict changed (emitted once per change). */
+  on(event: 'health', listener: (change: HealthChange) => void): this;
+  /** A reload was applied. */
+  on(event: 'reload', listener: (config: LoadedConfig['config']) => void): this;
+  on(event: 'close', listener: () => void): this;
+}
+
 export class Gateway extends EventEmitter {
   #engine: NativeEngine | undefined;
+  #health: HealthChecker;
+  #policies: PolicyRunner;
   #admin: AdminServer | undefined;
   #source: ConfigSource;
   #loaded: LoadedConfig;
@@ -74,20 +157,66 @@ export class Gateway extends EventEmitter {
     this.#loaded = loaded;
     this.#logger = logger;
     this.#drainTimeoutMs = drainTimeoutMs;
+    this.#health = new HealthChecker({
+      logger,
+      // A passing check ends a passive ejection early: the backend has just answered.
+      onPass: (upstream, url) => this.#engine?.setBackendHealth(upstream, url, true),
+      onChange: (change) => {
+        try {
+          this.#engine?.setBackendHealth(change.upstream, change.url, change.healthy);
+        } catch (e) {
+          logger.debug('health change for a backend the engine no longer has', { error: (e as Error).message });
+        }
+        this.emit('health', change);
+      },
+    });
+    this.#policies = new PolicyRunner(engine, (upstream) => this.#snapshot(upstream), logger);
+  }
+
+  #apply(loaded: LoadedConfig, policies: LoadedPolicies): void {
+    for (const [upstream, { policy, tuneIntervalMs }] of policies.modules) {
+      this.#policies.install(upstream, policy, tuneIntervalMs);
+    }
+    for (const upstream of Object.keys(loaded.config.upstreams)) {
+      if (!policies.modules.has(upstream)) this.#policies.uninstall(upstream);
+    }
+    this.#health.update(healthTargets(loaded));
+  }
+
+  #snapshot(upstream: string): UpstreamSnapshot | undefined {
+    const u = this.stats().upstreams[upstream];
+    if (!u) return undefined;
+    return {
+      upstream,
+      backends: u.backends.map((b) => {
+        const e = b as EngineBackend;
+        return {
+          url: e.url,
+          weight: e.weight,
+          healthy: e.healthy,
+          active: e.active,
+          requests: e.requests,
+          failures: e.failures,
+          latencyEwmaMs: e.latency_ewma_ms,
+        };
+      }),
+    };
   }
 
   /** Validates the configuration (an object, or a path to a YAML/JSON file) and starts serving. */
   static async start(source: ConfigSource, options: StartOptions = {}): Promise<Gateway> {
     const loaded = await load(source);
     const logger = options.logger ?? createLogger(loaded.config.log.level);
+    const policies = await loadPolicies(loaded);
     const binding = await native();
     let engine: NativeEngine;
     try {
-      engine = await binding.startEngine(JSON.stringify(toEngineConfig(loaded)));
+      engine = await binding.startEngine(JSON.stringify(toEngineConfig(loaded, policies.modes)));
     } catch (e) {
       throw startError(e);
     }
     const gateway = new Gateway(engine, source, loaded, logger, options.drainTimeoutMs ?? 30_000);
+    gateway.#apply(loaded, policies);
     if (loaded.config.admin) {
       try {
         gateway.#admin = await startAdmin(loaded.config.admin.address, gateway);
@@ -138,7 +267,9 @@ export class Gateway extends EventEmitter {
       if (JSON.stringify(loaded.config.admin) !== JSON.stringify(this.#loaded.config.admin)) {
         throw new ConfigError([{ path: 'admin.address', message: 'the admin listener cannot change on reload; restart instead' }]);
       }
-      engine.reload(JSON.stringify(toEngineConfig(loaded)));
+      const policies = await loadPolicies(loaded);
+      engine.reload(JSON.stringify(toEngineConfig(loaded, policies.modes)));
+      this.#apply(loaded, policies);
     } catch (e) {
       if (e instanceof ConfigError) throw e;
       throw new GatehouseError('ERR_GATEHOUSE_RELOAD', `reload failed, previous configuration kept: ${(e as Error).message}`, { cause: e });
@@ -149,6 +280,59 @@ export class Gateway extends EventEmitter {
     this.emit('reload', loaded.config);
   }
 
+  /** Changes one backend's weight; the next pick uses it. */
+  setWeight(upstream: string, url: string, weight: number): void {
+    this.setWeights(upstream, { [url]: weight });
+  }
+
+  /** Changes several weights of one upstream atomically. */
+  setWeights(upstream: string, weights: Record<string, number>): void {
+    for (const [url, w] of Object.entries(weights)) {
+      if (!Number.isInteger(w) || w < 0 || w > 1_000_000) {
+        throw new GatehouseError('ERR_GATEHOUSE_WEIGHT', `weight for ${url} must be an integer from 0 to 1000000`);
+      }
+    }
+    try {
+      this.#live().setWeights(upstream, Object.entries(weights));
+    } catch (e) {
+      throw new GatehouseError('ERR_GATEHOUSE_WEIGHT', (e as Error).message, { cause: e });
+    }
+  }
+
+  /** Every backend with its health, weight and counters. */
+  backends(): BackendView[] {
+    const checks = new Map(this.#health.state().map((h) => [`${h.upstream} ${h.url}`, h]));
+    return Object.entries(this.stats().upstreams).flatMap(([upstream, u]) =>
+      u.backends.map((b) => {
+        const e = b as EngineBackend;
+        const c = checks.get(`${upstream} ${e.url}`);
+        return {
+          upstream,
+          url: e.url,
+          healthy: e.healthy,
+          weight: e.weight,
+          active: e.active,
+          requests: e.requests,
+          failures: e.failures,
+          ejected: e.ejected,
+          ejections: e.ejections,
+          latencyEwmaMs: e.latency_ewma_ms,
+          ...(c
+            ? {
+                checks: {
+                  healthy: c.healthy,
+                  consecutiveSuccesses: c.consecutiveSuccesses,
+                  consecutiveFailures: c.consecutiveFailures,
+                  ...(c.lastCheck ? { lastCheck: c.lastCheck } : {}),
+                  ...(c.lastError ? { lastError: c.lastError } : {}),
+                },
+              }
+            : {}),
+        };
+      }),
+    );
+  }
+
   /**
    * Stops accepting connections, lets in-flight requests finish (up to the drain timeout), then
    * stops the engine's threads and the admin listener. Safe to call more than once.
@@ -156,6 +340,8 @@ export class Gateway extends EventEmitter {
   close(drainTimeoutMs = this.#drainTimeoutMs): Promise<void> {
     this.#closing ??= (async () => {
       this.#draining = true;
+      this.#policies.stop();
+      await this.#health.stop();
       const engine = this.#engine;
       if (engine) await engine.shutdown(drainTimeoutMs);
       this.#engine = undefined;

@@ -7,6 +7,7 @@
 #![deny(clippy::all)]
 
 mod logging;
+mod policy;
 
 use std::time::Duration;
 
@@ -47,6 +48,37 @@ impl NativeEngine {
         let config = EngineConfig::from_json(&config_json).map_err(|e| to_napi(e.into()))?;
         logging::set_level(&config.log.level);
         self.engine()?.reload(config).map_err(to_napi)
+    }
+
+    /// Sets backends' weights at once (`[[url, weight], …]`); the next pick uses them.
+    #[napi]
+    pub fn set_weights(&self, upstream: String, weights: Vec<(String, u32)>) -> Result<()> {
+        self.engine()?
+            .set_weights(&upstream, &weights)
+            .map_err(to_napi)
+    }
+
+    /// Applies an active health check verdict.
+    #[napi]
+    pub fn set_backend_health(&self, upstream: String, url: String, healthy: bool) -> Result<()> {
+        self.engine()?
+            .set_backend_health(&upstream, &url, healthy)
+            .map_err(to_napi)
+    }
+
+    /// Installs the per-request policy of an upstream configured with `balance: { module }`.
+    /// The function receives a `PolicyCall` and must answer with `resolvePolicy(token, url)`.
+    #[napi(ts_args_type = "upstream: string, policy: (call: PolicyCall) => void")]
+    pub fn set_policy(&self, upstream: String, policy: policy::PolicyFunction) -> Result<()> {
+        self.engine()?
+            .set_policy(&upstream, Some(Box::new(policy::JsPolicy::new(policy))))
+            .map_err(to_napi)
+    }
+
+    /// Answers a `PolicyCall`: the chosen backend's URL, or null for round robin.
+    #[napi]
+    pub fn resolve_policy(&self, token: u32, url: Option<String>) {
+        policy::resolve(token, url);
     }
 
     /// The engine's statistics as a JSON document.
@@ -137,4 +169,28 @@ pub fn start_engine(config_json: String) -> Result<AsyncTask<StartTask>> {
 #[napi]
 pub fn engine_version() -> String {
     env!("CARGO_PKG_VERSION").to_owned()
+}
+
+/// How the native engine was built, for `gatehouse --version` and bug reports.
+#[napi(object)]
+pub struct EngineBuildInfo {
+    /// The engine crate version (must equal the npm package version).
+    pub version: String,
+    /// The Rust target triple, e.g. `x86_64-unknown-linux-gnu`.
+    pub target: String,
+    /// The cargo profile: `release`, `dist` (what the npm packages ship) or `debug`.
+    pub profile: String,
+    /// `rustc --version` of the compiler that built it, when the build could ask.
+    pub rustc: Option<String>,
+}
+
+/// Build facts recorded by `build.rs`.
+#[napi]
+pub fn engine_build_info() -> EngineBuildInfo {
+    EngineBuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        target: env!("GATEHOUSE_BUILD_TARGET").to_owned(),
+        profile: env!("GATEHOUSE_BUILD_PROFILE").to_owned(),
+        rustc: option_env!("GATEHOUSE_BUILD_RUSTC").map(str::to_owned),
+    }
 }

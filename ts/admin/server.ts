@@ -9,7 +9,55 @@ import { toPrometheus } from './metrics.js';
 /** What the admin server needs from a gateway. */
 export interface AdminSource {
   stats(): object;
+  backends(): object[];
+  setWeights(upstream: string, weights: Record<string, number>): void;
   readonly draining: boolean;
+}
+
+const MAX_BODY = 64 * 1024;
+
+function readJson(req: IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) {
+        reject(new Error('body too large'));
+        req.destroy();
+      } else chunks.push(c);
+    });
+    req.on('end', () => {
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown);
+      } catch {
+        reject(new Error('body is not JSON'));
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+/** `PUT /upstreams/<name>/weights` with `{ "<backend url>": weight, … }`, applied atomically. */
+async function putWeights(source: AdminSource, upstream: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  let body: unknown;
+  try {
+    body = await readJson(req);
+  } catch (e) {
+    send(res, 400, JSON.stringify({ error: (e as Error).message }));
+    return;
+  }
+  if (!body || typeof body !== 'object' || Array.isArray(body) || !Object.values(body).every((w) => typeof w === 'number')) {
+    send(res, 400, JSON.stringify({ error: 'expected { "<backend url>": <weight>, ... }' }));
+    return;
+  }
+  try {
+    source.setWeights(upstream, body as Record<string, number>);
+  } catch (e) {
+    send(res, 400, JSON.stringify({ error: (e as Error).message }));
+    return;
+  }
+  send(res, 200, `${JSON.stringify({ backends: source.backends().filter((b) => (b as { upstream?: string }).upstream === upstream) }, null, 2)}\n`);
 }
 
 export interface AdminServer {
@@ -23,13 +71,23 @@ function send(res: ServerResponse, status: number, body: string, type = 'applica
   res.end(body);
 }
 
+const WEIGHTS = /^\/upstreams\/([^/]+)\/weights$/;
+
 function handle(source: AdminSource, req: IncomingMessage, res: ServerResponse): void {
-  const path = (req.url ?? '/').split('?')[0];
+  const path = (req.url ?? '/').split('?')[0] ?? '/';
+  const weights = WEIGHTS.exec(path);
+  if (weights && req.method === 'PUT') {
+    void putWeights(source, decodeURIComponent(weights[1] ?? ''), req, res);
+    return;
+  }
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     send(res, 405, JSON.stringify({ error: 'method not allowed' }));
     return;
   }
   switch (path) {
+    case '/backends':
+      send(res, 200, `${JSON.stringify({ backends: source.backends() }, null, 2)}\n`);
+      return;
     case '/stats':
       send(res, 200, `${JSON.stringify(source.stats(), null, 2)}\n`);
       return;
@@ -41,7 +99,7 @@ function handle(source: AdminSource, req: IncomingMessage, res: ServerResponse):
       else send(res, 200, '{"status":"ok"}\n');
       return;
     default:
-      send(res, 404, JSON.stringify({ error: 'not found', endpoints: ['/stats', '/metrics', '/healthz'] }));
+      send(res, 404, JSON.stringify({ error: 'not found', endpoints: ['/stats', '/metrics', '/healthz', '/backends', 'PUT /upstreams/<name>/weights'] }));
   }
 }
 

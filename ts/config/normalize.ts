@@ -5,6 +5,7 @@
  */
 import { isAbsolute, resolve } from 'node:path';
 import type { LoadedConfig } from './load.js';
+import type { BUILTIN_ALGORITHMS } from './schema.js';
 
 export interface EngineConfig {
   workers: number;
@@ -22,8 +23,10 @@ export interface EngineConfig {
   log: { level: string; access_log: string; access_format: 'json' | 'combined' };
 }
 
+export type EngineBalance = (typeof BUILTIN_ALGORITHMS)[number] | 'external';
+
 export interface EngineUpstream {
-  balance: 'round_robin';
+  balance: EngineBalance;
   backends: { url: string; weight: number }[];
   pool: {
     max_connections: number;
@@ -33,13 +36,21 @@ export interface EngineUpstream {
     queue_timeout_ms: number;
   };
   timeouts: { response_ms: number };
+  retries: { max: number; budget_percent: number; backoff_ms: number };
+  passive_health: { consecutive_failures: number; ejection_time_ms: number; max_ejection_percent: number };
 }
 
-export function toEngineConfig({ config, baseDir }: LoadedConfig): EngineConfig {
+/**
+ * How each upstream with a policy module balances, once its module is loaded: `external` when
+ * it has `select()`, its fallback algorithm otherwise. Upstreams not listed use their algorithm.
+ */
+export type PolicyModes = Record<string, EngineBalance>;
+
+export function toEngineConfig({ config, baseDir }: LoadedConfig, policyModes: PolicyModes = {}): EngineConfig {
   const upstreams: Record<string, EngineUpstream> = {};
   for (const [name, u] of Object.entries(config.upstreams)) {
     upstreams[name] = {
-      balance: u.balance,
+      balance: typeof u.balance === 'string' ? u.balance : (policyModes[name] ?? 'round_robin'),
       backends: u.backends.map((b) => ({ url: b.url, weight: b.weight })),
       pool: {
         max_connections: u.pool.max_connections,
@@ -49,6 +60,12 @@ export function toEngineConfig({ config, baseDir }: LoadedConfig): EngineConfig 
         queue_timeout_ms: u.pool.queue_timeout,
       },
       timeouts: { response_ms: u.timeouts.response },
+      retries: { max: u.retries.max, budget_percent: u.retries.budget_percent, backoff_ms: u.retries.backoff },
+      passive_health: {
+        consecutive_failures: u.passive_health.consecutive_failures,
+        ejection_time_ms: u.passive_health.ejection_time,
+        max_ejection_percent: u.passive_health.max_ejection_percent,
+      },
     };
   }
   const accessLog = config.log.access_log;

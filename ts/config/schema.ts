@@ -79,12 +79,47 @@ export const poolSchema = z.strictObject({
   queue_timeout: duration('1s').describe('wait for a free connection when the pool is full (then 503)'),
 });
 
+export const BUILTIN_ALGORITHMS = ['round_robin', 'weighted_round_robin', 'least_conn', 'ip_hash', 'random', 'p2c_ewma'] as const;
+const algorithm = z.enum(BUILTIN_ALGORITHMS);
+
+export const policyModuleSchema = z.strictObject({
+  module: z.string().min(1).describe('TypeScript or JavaScript module whose default export has select() and/or tune()'),
+  tune_interval: duration('10s').describe('how often tune() runs (the module may set tuneInterval instead)'),
+  fallback: algorithm.default('weighted_round_robin').describe('algorithm when the module has no select(); select() failures use round_robin'),
+});
+
+export const healthCheckSchema = z.strictObject({
+  path: z.string().startsWith('/').default('/health').describe('path requested by active health checks'),
+  interval: duration('2s').describe('time between checks of a healthy backend (jittered; backs off up to 8× while unhealthy)'),
+  timeout: duration('1s').describe('a check slower than this fails'),
+  healthy_threshold: z.number().int().min(1).default(2).describe('consecutive successes to become healthy'),
+  unhealthy_threshold: z.number().int().min(1).default(2).describe('consecutive failures to become unhealthy'),
+});
+
 export const upstreamSchema = z.strictObject({
-  balance: z.enum(['round_robin']).default('round_robin').describe('load-balancing algorithm'),
+  balance: z
+    .union([algorithm, policyModuleSchema])
+    .default('round_robin')
+    .describe(`load-balancing algorithm (${BUILTIN_ALGORITHMS.join(', ')}) or { module: FILE } for a TypeScript policy`),
   backends: z.array(backendSchema).min(1).describe('the origin servers'),
   pool: poolSchema.prefault({}),
   timeouts: z
     .strictObject({ response: duration('30s').describe('from request sent to response head (504 when exceeded)') })
+    .prefault({}),
+  retries: z
+    .strictObject({
+      max: z.number().int().min(0).max(10).default(1).describe('retries after the first try, each to another backend (idempotent requests, or any request never sent)'),
+      budget_percent: z.number().int().min(0).max(100).default(20).describe('retries add at most this share to the request rate'),
+      backoff: duration('25ms').describe('base of the jittered exponential backoff between tries'),
+    })
+    .prefault({}),
+  health_check: healthCheckSchema.optional().describe('active HTTP health checks (off when absent)'),
+  passive_health: z
+    .strictObject({
+      consecutive_failures: z.number().int().min(0).default(5).describe('consecutive connect failures, resets, timeouts or 5xx that eject a backend (0 = off)'),
+      ejection_time: duration('30s').describe('first ejection; doubles with each further one, up to 16×'),
+      max_ejection_percent: z.number().int().min(0).max(100).default(50).describe('never eject more than this share of backends, nor the last available one'),
+    })
     .prefault({}),
 });
 

@@ -44,6 +44,8 @@ pub struct UpstreamConfig {
     pub timeouts: UpstreamTimeouts,
     #[serde(default)]
     pub retries: RetrySettings,
+    #[serde(default)]
+    pub passive_health: PassiveHealth,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -51,6 +53,14 @@ pub struct UpstreamConfig {
 pub enum BalanceConfig {
     #[default]
     RoundRobin,
+    WeightedRoundRobin,
+    LeastConn,
+    IpHash,
+    Random,
+    P2cEwma,
+    /// A per-request policy supplied by the embedder (a TypeScript `select`); round robin
+    /// whenever it fails, times out or is not installed yet.
+    External,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,10 +112,48 @@ impl Default for UpstreamTimeouts {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrySettings {
+    /// Retries after the first try (idempotent requests only, each to another backend).
     pub max: u32,
+    /// Retries may add at most this percentage to the upstream's request rate.
+    pub budget_percent: u32,
+    /// Base of the jittered exponential backoff between tries.
+    pub backoff_ms: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            max: 0,
+            budget_percent: 20,
+            backoff_ms: 25,
+        }
+    }
+}
+
+/// Outlier detection from live traffic (connect failures, resets, timeouts, 5xx).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveHealth {
+    /// Consecutive failures that eject a backend; 0 disables passive ejection.
+    pub consecutive_failures: u32,
+    /// First ejection time; doubles with each further ejection (up to 16×).
+    pub ejection_time_ms: u64,
+    /// At most this percentage of an upstream's backends is ejected at once, and never the
+    /// last available one.
+    pub max_ejection_percent: u32,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            ejection_time_ms: 30_000,
+            max_ejection_percent: 50,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

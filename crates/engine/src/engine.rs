@@ -3,6 +3,7 @@
 //! The engine owns its threads. The embedding program (the Node addon) calls in from its own
 //! thread only to start, reload, read stats and stop; no request ever waits on that thread.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::config::{ConfigError, EngineConfig, ListenerConfig, LogConfig};
 use crate::listener::{self, ListenerRuntime};
 use crate::state::{BackendRegistry, ProxyState};
 use crate::stats::Stats;
+use crate::upstream::{ExternalPolicy, Upstream};
 
 /// How often idle upstream connections are checked against their idle timeout.
 const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -33,6 +35,8 @@ pub enum EngineError {
         source: std::io::Error,
     },
     Io(std::io::Error),
+    /// An upstream or backend named in a runtime call does not exist.
+    NotFound(String),
 }
 
 impl fmt::Display for EngineError {
@@ -45,6 +49,7 @@ impl fmt::Display for EngineError {
                 source,
             } => write!(f, "{path}: cannot listen on {address}: {source}"),
             EngineError::Io(e) => write!(f, "{e}"),
+            EngineError::NotFound(what) => f.write_str(what),
         }
     }
 }
@@ -73,6 +78,8 @@ struct Control {
     log: LogConfig,
     access_log: Option<Arc<AccessLog>>,
     max_connections: u32,
+    /// Per-request policies installed by the embedder, by upstream name.
+    policies: HashMap<String, Arc<Box<dyn ExternalPolicy>>>,
 }
 
 /// A bound listener, as reported to the embedder.
@@ -126,8 +133,12 @@ impl Engine {
             .build()
             .map_err(EngineError::Io)?;
         let access_log = open_access_log(&config.log)?;
-        let (state, registry) =
-            ProxyState::build(&config, &BackendRegistry::default(), access_log.clone())?;
+        let (state, registry) = ProxyState::build(
+            &config,
+            &BackendRegistry::default(),
+            &HashMap::new(),
+            access_log.clone(),
+        )?;
         let max_connections = config.limits.max_connections;
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(state),
@@ -143,6 +154,7 @@ impl Engine {
                 log: config.log.clone(),
                 access_log,
                 max_connections,
+                policies: HashMap::new(),
             }),
             connections: TaskTracker::new(),
             draining: CancellationToken::new(),
@@ -237,7 +249,12 @@ impl Engine {
         } else {
             open_access_log(&config.log)?
         };
-        let (state, registry) = ProxyState::build(&config, &control.registry, access_log.clone())?;
+        let (state, registry) = ProxyState::build(
+            &config,
+            &control.registry,
+            &control.policies,
+            access_log.clone(),
+        )?;
         let new_listeners = self.bind_all(&config.listeners, &control.listeners)?;
 
         // From here on nothing can fail: commit.
@@ -283,6 +300,76 @@ impl Engine {
         Ok(())
     }
 
+    fn upstream(&self, name: &str) -> Result<Arc<Upstream>, EngineError> {
+        self.shared
+            .state
+            .load()
+            .upstreams
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::NotFound(format!("no upstream named '{name}'")))
+    }
+
+    /// Sets backends' weights in one step: the next pick uses all of them. Unknown URLs are an
+    /// error and change nothing.
+    pub fn set_weights(
+        &self,
+        upstream: &str,
+        weights: &[(String, u32)],
+    ) -> Result<(), EngineError> {
+        let up = self.upstream(upstream)?;
+        let mut targets = Vec::with_capacity(weights.len());
+        for (url, weight) in weights {
+            let backend = up.backends.iter().find(|b| b.url() == url).ok_or_else(|| {
+                EngineError::NotFound(format!("upstream '{upstream}' has no backend {url}"))
+            })?;
+            targets.push((backend, *weight));
+        }
+        for (backend, weight) in targets {
+            backend.set_weight(weight);
+        }
+        up.weights_changed();
+        Ok(())
+    }
+
+    /// Applies the active health checks' verdict for one backend.
+    pub fn set_backend_health(
+        &self,
+        upstream: &str,
+        url: &str,
+        healthy: bool,
+    ) -> Result<(), EngineError> {
+        let up = self.upstream(upstream)?;
+        let backend = up.backends.iter().find(|b| b.url() == url).ok_or_else(|| {
+            EngineError::NotFound(format!("upstream '{upstream}' has no backend {url}"))
+        })?;
+        backend.set_checks_healthy(healthy);
+        Ok(())
+    }
+
+    /// Installs (or with `None` removes) the per-request policy of an upstream configured with
+    /// an external policy. It survives reloads.
+    pub fn set_policy(
+        &self,
+        upstream: &str,
+        policy: Option<Box<dyn ExternalPolicy>>,
+    ) -> Result<(), EngineError> {
+        let up = self.upstream(upstream)?;
+        let mut control = self.control.lock();
+        match policy {
+            Some(p) => {
+                let p = Arc::new(p);
+                control.policies.insert(upstream.to_owned(), Arc::clone(&p));
+                up.policy.store(Some(p));
+            }
+            None => {
+                control.policies.remove(upstream);
+                up.policy.store(None);
+            }
+        }
+        Ok(())
+    }
+
     pub fn listeners(&self) -> Vec<BoundListener> {
         self.control
             .lock()
@@ -312,6 +399,8 @@ impl Engine {
                         let p = h.pool.stats();
                         json!({
                             "url": b.url, "healthy": b.healthy, "weight": b.weight,
+                            "checks_healthy": b.checks_healthy, "ejected": b.ejected,
+                            "ejections": b.ejections, "latency_ewma_ms": b.latency_ewma_ms,
                             "active": b.active, "requests": b.requests, "failures": b.failures,
                             "pool": { "created": p.created, "reused": p.reused,
                                       "idle": p.idle, "active": p.active,
@@ -319,7 +408,8 @@ impl Engine {
                         })
                     })
                     .collect();
-                (name.clone(), json!({ "backends": backends }))
+                let balance = if up.uses_policy { "module" } else { "builtin" };
+                (name.clone(), json!({ "balance": balance, "backends": backends }))
             })
             .collect();
         let control = self.control.lock();

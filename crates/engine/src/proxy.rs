@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -24,14 +25,15 @@ use crate::access_log::AccessRecord;
 use crate::body::{read_request_body, RequestBodyError, UpstreamBody};
 use crate::conn::ConnActivity;
 use crate::engine::Shared;
-use crate::error::ProxyError;
+use crate::error::{ProxyError, Side};
 use crate::headers::{self, Forwarded};
 use crate::listener::ListenerRuntime;
 use crate::response::{Exchange, ResponseBody};
 use crate::routes::normalize_host;
 use crate::state::ProxyState;
-use crate::upstream::{BackendHandle, Upstream};
-use gatehouse_pool::ConnectError;
+use crate::upstream::{BackendHandle, PolicyRequest, Upstream};
+use gatehouse_balance::Outcome;
+use gatehouse_pool::{ConnectError, PooledConn};
 
 /// What one downstream connection shares with each of its requests.
 #[derive(Debug)]
@@ -164,20 +166,167 @@ async fn forward(
         Ok(body) => body,
         Err(e) => return Reply::Error(body_error(&e)),
     };
-    let Some(backend) = upstream.select() else {
-        return Reply::Error(ProxyError::NoHealthyBackend);
-    };
-    let request = upstream_request(parts, body, ctx, request_id, backend.pool.address());
-    if let Some((_, record)) = &mut exchange.access {
-        record.upstream = Some(backend.backend.url().to_owned());
-    }
-    exchange.backend = Some(backend.backend.begin_request());
-    match send_upstream(upstream, backend, request, exchange).await {
-        Ok(response) => {
-            let (parts, body) = response.into_parts();
-            Reply::Proxied(parts, body)
+    let policy_request = upstream
+        .uses_policy
+        .then(|| policy_request(&parts, ctx, &host_name));
+    upstream.note_request();
+    exchange_with_retries(
+        upstream,
+        parts,
+        body,
+        ctx,
+        request_id,
+        policy_request,
+        exchange,
+    )
+    .await
+}
+
+/// Picks backends and sends the request, retrying when that is safe: a request that was never
+/// sent may go to another backend whatever its method; one that was sent only when it is
+/// idempotent and its body is held whole (replayable), and only while the retry budget lasts.
+async fn exchange_with_retries(
+    upstream: &Upstream,
+    parts: http::request::Parts,
+    body: UpstreamBody,
+    ctx: &ConnContext,
+    request_id: HeaderValue,
+    policy_request: Option<PolicyRequest>,
+    exchange: &mut Exchange,
+) -> Reply {
+    let client_ip = ctx.peer.ip();
+    let max_retries = upstream.retries.max;
+    let replayable = is_idempotent(&parts.method) && body.known_length().is_some();
+    let mut tried: Vec<usize> = Vec::new();
+    let mut pending: Option<Request<UpstreamBody>> = None;
+    let mut parts_body = Some((parts, body));
+    let mut last_error = ProxyError::NoHealthyBackend;
+    for attempt in 0..=max_retries {
+        let chosen = match &policy_request {
+            Some(req) => match upstream.select_with_policy(req.clone(), &tried).await {
+                Some(i) => Some(i),
+                None => upstream.select(client_ip, &tried),
+            },
+            None => upstream.select(client_ip, &tried),
+        };
+        let Some(index) = chosen else {
+            return Reply::Error(last_error);
+        };
+        let handle = &upstream.handles[index];
+        let request = match (pending.take(), parts_body.take()) {
+            (Some(r), _) => r,
+            (None, Some((parts, body))) => {
+                upstream_request(parts, body, ctx, request_id.clone(), handle.pool.address())
+            }
+            (None, None) => return Reply::Error(last_error),
+        };
+        // A copy for a retry or for a replay after a reused connection turned out closed.
+        let spare = replayable.then(|| clone_request(&request)).flatten();
+        if let Some((_, record)) = &mut exchange.access {
+            record.upstream = Some(handle.backend.url().to_owned());
         }
-        Err(e) => Reply::Error(e),
+        exchange.backend = Some(handle.backend.begin_request());
+        let started = Instant::now();
+        match send_upstream(upstream, handle, request, spare.as_ref(), exchange).await {
+            Ok(response) => {
+                let status = response.status();
+                let outcome = if status.is_server_error() {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                };
+                upstream.record(index, outcome, Some(started.elapsed()));
+                let retryable_status = matches!(status.as_u16(), 502..=504);
+                if retryable_status
+                    && spare.is_some()
+                    && attempt < max_retries
+                    && upstream.allow_retry()
+                {
+                    // Discard this answer; its connection closes with it.
+                    exchange.upstream_conn = None;
+                    tried.push(index);
+                    pending = spare;
+                    backoff(upstream, attempt).await;
+                    continue;
+                }
+                let (parts, body) = response.into_parts();
+                return Reply::Proxied(parts, body);
+            }
+            Err(failure) => {
+                if failure.error.side() == Side::Downstream {
+                    return Reply::Error(failure.error);
+                }
+                if failure.error.side() == Side::Upstream {
+                    upstream.record(index, Outcome::Failure, None);
+                }
+                last_error = failure.error;
+                // Never sent: the request comes back whole, whatever its method.
+                let again = failure.unsent.or(spare);
+                if attempt < max_retries && again.is_some() && upstream.allow_retry() {
+                    tried.push(index);
+                    pending = again;
+                    backoff(upstream, attempt).await;
+                    continue;
+                }
+                return Reply::Error(last_error);
+            }
+        }
+    }
+    Reply::Error(last_error)
+}
+
+/// Full-jitter exponential backoff before retry number `attempt + 1`.
+async fn backoff(upstream: &Upstream, attempt: u32) {
+    let base = upstream
+        .retries
+        .backoff_ms
+        .saturating_mul(1 << attempt.min(6));
+    if base > 0 {
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(..=base))).await;
+    }
+}
+
+/// GET, HEAD, OPTIONS, TRACE, PUT and DELETE (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// A copy of a request whose body is held whole, for a retry.
+fn clone_request(request: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    let body = match request.body() {
+        UpstreamBody::Empty => UpstreamBody::Empty,
+        UpstreamBody::Full(data) => UpstreamBody::Full(data.clone()),
+        UpstreamBody::Streaming(_) => return None,
+    };
+    let mut copy = Request::new(body);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
+}
+
+fn policy_request(parts: &http::request::Parts, ctx: &ConnContext, host: &str) -> PolicyRequest {
+    PolicyRequest {
+        method: parts.method.as_str().to_owned(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        host: host.to_owned(),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(n, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (n.as_str().to_owned(), v.to_owned()))
+            })
+            .collect(),
+        client_ip: ctx.peer.ip().to_string(),
     }
 }
 
@@ -283,49 +432,119 @@ fn upstream_request(
     Request::from_parts(parts, body)
 }
 
-/// Sends the request on a pooled connection and waits for the response head.
+/// Why an exchange failed, and the request when it was never sent (so it can go elsewhere).
+struct SendFailure {
+    error: ProxyError,
+    unsent: Option<Request<UpstreamBody>>,
+}
+
+impl From<ProxyError> for SendFailure {
+    fn from(error: ProxyError) -> Self {
+        Self {
+            error,
+            unsent: None,
+        }
+    }
+}
+
+impl SendFailure {
+    fn with_unsent(self, request: Request<UpstreamBody>) -> Self {
+        Self {
+            unsent: Some(request),
+            ..self
+        }
+    }
+}
+
+/// Sends the request on a pooled connection and waits for the response head. When a *reused*
+/// connection turns out to have been closed by the origin (the keep-alive race), the request is
+/// replayed once on a new connection to the same backend; that is not a retry. A request that was
+/// not sent at all comes back from hyper; one that was sent is replayed only from `spare` (which
+/// exists for idempotent requests with a body held whole) and only when no response byte came.
 async fn send_upstream(
     upstream: &Upstream,
     target: &BackendHandle,
     request: Request<UpstreamBody>,
+    spare: Option<&Request<UpstreamBody>>,
     exchange: &mut Exchange,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<Incoming>, SendFailure> {
     let backend = &target.backend;
-    let mut conn = match target.pool.checkout().await {
+    let mut conn = match checkout(target, false).await {
         Ok(conn) => conn,
-        Err(ConnectError::PoolExhausted) => {
-            tracing::warn!(backend = backend.url(), "connection pool exhausted");
-            return Err(ProxyError::PoolExhausted);
-        }
-        Err(e) => {
-            backend.record_failure();
-            tracing::warn!(backend = backend.url(), error = %e, "upstream connect failed");
-            return Err(match e {
-                ConnectError::Timeout => ProxyError::ConnectTimeout,
-                _ => ProxyError::ConnectFailed,
-            });
-        }
+        Err(failure) => return Err(failure.with_unsent(request)),
     };
-    let response = tokio::time::timeout(upstream.response_timeout, conn.send(request)).await;
-    match response {
+    let mut result = tokio::time::timeout(upstream.response_timeout, conn.send(request)).await;
+    if conn.is_reused() {
+        if let Ok(Err(e)) = &mut result {
+            let replay = e.take_message().or_else(|| {
+                e.error()
+                    .is_incomplete_message()
+                    .then(|| spare.and_then(clone_request))
+                    .flatten()
+            });
+            if let Some(unsent) = replay {
+                tracing::debug!(
+                    backend = backend.url(),
+                    "pooled connection was closed; replaying on a new one"
+                );
+                conn = match checkout(target, true).await {
+                    Ok(conn) => conn,
+                    Err(failure) => return Err(failure.with_unsent(unsent)),
+                };
+                result = tokio::time::timeout(upstream.response_timeout, conn.send(unsent)).await;
+            }
+        }
+    }
+    match result {
         Ok(Ok(response)) => {
             exchange.upstream_conn = Some(conn);
             Ok(response)
         }
-        Ok(Err(e)) => {
+        Ok(Err(mut e)) => {
+            let unsent = e.take_message();
+            let e = e.into_error();
             if let Some(body_err) = find_body_error(&e) {
-                return Err(body_error(body_err));
+                return Err(body_error(body_err).into());
             }
-            backend.record_failure();
             tracing::warn!(backend = backend.url(), error = %e, "upstream request failed");
-            Err(ProxyError::UpstreamFailed)
+            Err(SendFailure {
+                error: ProxyError::UpstreamFailed,
+                unsent,
+            })
         }
         Err(_) => {
-            backend.record_failure();
             tracing::warn!(backend = backend.url(), "upstream response timed out");
-            Err(ProxyError::ResponseTimeout)
+            Err(ProxyError::ResponseTimeout.into())
         }
     }
+}
+
+async fn checkout(
+    target: &BackendHandle,
+    new: bool,
+) -> Result<PooledConn<UpstreamBody>, SendFailure> {
+    let checkout = if new {
+        target.pool.checkout_new().await
+    } else {
+        target.pool.checkout().await
+    };
+    checkout.map_err(|e| {
+        let url = target.backend.url();
+        SendFailure::from(match e {
+            ConnectError::PoolExhausted => {
+                tracing::warn!(backend = url, "connection pool exhausted");
+                ProxyError::PoolExhausted
+            }
+            ConnectError::Timeout => {
+                tracing::warn!(backend = url, "upstream connect timed out");
+                ProxyError::ConnectTimeout
+            }
+            e => {
+                tracing::warn!(backend = url, error = %e, "upstream connect failed");
+                ProxyError::ConnectFailed
+            }
+        })
+    })
 }
 
 /// When the upstream exchange failed because the client's body did, the client gets the blame.

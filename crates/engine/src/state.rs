@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_balance::{Algorithm, Backend, Selector};
+use gatehouse_balance::{Algorithm, Backend};
 use gatehouse_pool::PoolConfig;
 
 use crate::access_log::AccessLog;
 use crate::config::{backend_address, BalanceConfig, ConfigError, EngineConfig, LimitsConfig};
 use crate::routes::{HostMatch, Route, Router};
-use crate::upstream::{BackendHandle, Pool, Upstream};
+use crate::upstream::{BackendHandle, ExternalPolicy, Pool, Upstream, UpstreamSettings};
 
 #[derive(Debug)]
 pub struct ProxyState {
@@ -23,16 +23,22 @@ pub struct ProxyState {
     pub access_log: Option<Arc<AccessLog>>,
 }
 
-/// Backends and pools by URL, kept across reloads so that a backend that stays in the
-/// configuration keeps its counters, health and idle connections.
+/// Backends and pools by upstream and URL, kept across reloads so that a backend that stays in
+/// the configuration keeps its counters, health and idle connections.
 #[derive(Debug, Default)]
 pub struct BackendRegistry {
-    handles: HashMap<String, (BackendHandle, PoolConfig)>,
+    handles: HashMap<(String, String), (BackendHandle, PoolConfig)>,
 }
 
 impl BackendRegistry {
-    fn handle(&self, url: &str, weight: u32, pool: &PoolConfig) -> Result<BackendHandle, String> {
-        if let Some((handle, existing)) = self.handles.get(url) {
+    fn handle(
+        &self,
+        key: &(String, String),
+        weight: u32,
+        pool: &PoolConfig,
+    ) -> Result<BackendHandle, String> {
+        let url = key.1.as_str();
+        if let Some((handle, existing)) = self.handles.get(key) {
             handle.backend.set_weight(weight);
             if existing == pool {
                 return Ok(handle.clone());
@@ -56,6 +62,7 @@ impl ProxyState {
     pub fn build(
         config: &EngineConfig,
         registry: &BackendRegistry,
+        policies: &HashMap<String, Arc<Box<dyn ExternalPolicy>>>,
         access_log: Option<Arc<AccessLog>>,
     ) -> Result<(ProxyState, BackendRegistry), ConfigError> {
         let mut next = BackendRegistry::default();
@@ -76,25 +83,45 @@ impl ProxyState {
             };
             let mut handles = Vec::with_capacity(up.backends.len());
             for (i, b) in up.backends.iter().enumerate() {
-                let handle = registry
-                    .handle(&b.url, b.weight, &pool)
-                    .map_err(|message| ConfigError {
+                let key = (name.clone(), b.url.clone());
+                if next.handles.contains_key(&key) {
+                    return Err(ConfigError {
                         path: format!("upstreams.{name}.backends[{i}].url"),
-                        message,
-                    })?;
-                next.handles
-                    .insert(b.url.clone(), (handle.clone(), pool.clone()));
+                        message: "listed twice in this upstream (use weight instead)".into(),
+                    });
+                }
+                let handle =
+                    registry
+                        .handle(&key, b.weight, &pool)
+                        .map_err(|message| ConfigError {
+                            path: format!("upstreams.{name}.backends[{i}].url"),
+                            message,
+                        })?;
+                next.handles.insert(key, (handle.clone(), pool.clone()));
                 handles.push(handle);
             }
             let algorithm = match up.balance {
-                BalanceConfig::RoundRobin => Algorithm::RoundRobin,
+                BalanceConfig::RoundRobin => Some(Algorithm::RoundRobin),
+                BalanceConfig::WeightedRoundRobin => Some(Algorithm::WeightedRoundRobin),
+                BalanceConfig::LeastConn => Some(Algorithm::LeastConn),
+                BalanceConfig::IpHash => Some(Algorithm::IpHash),
+                BalanceConfig::Random => Some(Algorithm::Random),
+                BalanceConfig::P2cEwma => Some(Algorithm::P2cEwma),
+                BalanceConfig::External => None,
             };
             let upstream = Upstream::new(
                 name.clone(),
                 handles,
-                Selector::new(algorithm),
-                Duration::from_millis(up.timeouts.response_ms),
+                UpstreamSettings {
+                    algorithm,
+                    response_timeout: Duration::from_millis(up.timeouts.response_ms),
+                    retries: up.retries.clone(),
+                    passive: up.passive_health.clone(),
+                },
             );
+            if let Some(policy) = policies.get(name) {
+                upstream.policy.store(Some(Arc::clone(policy)));
+            }
             upstreams.insert(name.clone(), Arc::new(upstream));
         }
         let router = build_router(config, &upstreams)?;

@@ -9,4 +9,5 @@
 
 mod pool;
 
+pub use hyper::client::conn::TrySendError;
 pub use pool::{ConnectError, PoolConfig, PoolStats, PooledConn, UpstreamPool};

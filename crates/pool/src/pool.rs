@@ -7,6 +7,7 @@ use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::TrySendError;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
@@ -163,12 +164,27 @@ where
     /// Hands out the most recently released live connection, or opens a new one when the pool
     /// has room; otherwise waits up to the queue timeout for either.
     pub async fn checkout(&self) -> Result<PooledConn<B>, ConnectError> {
+        self.checkout_inner(true).await
+    }
+
+    /// Like [`checkout`](Self::checkout), but always a new connection: for replaying a request
+    /// that failed on a reused one.
+    pub async fn checkout_new(&self) -> Result<PooledConn<B>, ConnectError> {
+        self.checkout_inner(false).await
+    }
+
+    async fn checkout_inner(&self, reuse: bool) -> Result<PooledConn<B>, ConnectError> {
         let deadline = Instant::now() + self.shared.config.queue_timeout;
         let mut queued = false;
         loop {
             if let Some((sender, slot)) = self.pop_live() {
-                self.shared.reused.fetch_add(1, Ordering::Relaxed);
-                return Ok(self.lease(sender, slot, true));
+                if reuse {
+                    self.shared.reused.fetch_add(1, Ordering::Relaxed);
+                    return Ok(self.lease(sender, slot, true));
+                }
+                // A new connection is wanted: close this idle one and use its slot.
+                drop(sender);
+                return self.open(slot).await;
             }
             // Listen for releases before looking for a free slot, so none is missed in between.
             let released = self.shared.released.notified();
@@ -327,10 +343,14 @@ where
     }
 
     /// Sends one request. The response body streams from this connection, so the connection
-    /// must be released only after that body has been read to the end.
-    pub async fn send(&mut self, request: Request<B>) -> Result<Response<Incoming>, hyper::Error> {
+    /// must be released only after that body has been read to the end. When the request could
+    /// not be sent at all (the connection was found closed), the error gives it back.
+    pub async fn send(
+        &mut self,
+        request: Request<B>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<B>>> {
         match self.sender.as_mut() {
-            Some((sender, _)) => sender.send_request(request).await,
+            Some((sender, _)) => sender.try_send_request(request).await,
             // `sender` is only taken by `release`/`drop`, which consume `self`.
             None => unreachable!("PooledConn used after release"),
         }
