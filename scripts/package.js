@@ -23,9 +23,14 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { hostPlatform, platformOfTriple } from '../lib/native.js';
 
 const root = new URL('..', import.meta.url).pathname;
+if (!existsSync(join(root, 'lib', 'native.js'))) {
+  process.stderr.write('package: lib/ is not built: run `npm run build` first\n');
+  process.exit(1);
+}
+// The platform naming the runtime loader uses, so packing and loading cannot disagree.
+const { hostPlatform, platformOfTriple } = await import('../lib/native.js');
 const { values: args } = parseArgs({
   options: {
     build: { type: 'boolean', default: false },
@@ -42,8 +47,8 @@ const platforms = (pkg.napi?.targets ?? []).map((triple) => ({ triple, platform:
 const outDir = resolve(args['out-dir']);
 const log = (line) => process.stderr.write(`${line}\n`);
 
-/** Runs npm (or npx) with output on stderr, so --json keeps stdout clean. */
-function npm(command, argv, cwd) {
+/** Runs a command for its stdout; its stderr passes through (stdout stays clean for --json). */
+function capture(command, argv, cwd) {
   return execFileSync(command, argv, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
 }
 
@@ -63,7 +68,6 @@ function checkLibIsFresh() {
       else if (path.endsWith('.js') && !existsSync(join(root, 'ts', path.slice('lib/'.length).replace(/\.js$/, '.ts')))) stale.push(path);
     }
   };
-  if (!existsSync(join(root, 'lib', 'index.js'))) fail('lib/ is not built: run `npm run build` first');
   walk('lib');
   if (stale.length > 0) fail(`lib/ has files without a source in ts/ (${stale.join(', ')}): rm -rf lib && npm run build:ts`);
 }
@@ -93,14 +97,14 @@ function checkLoadable(file, platform) {
 
 /** `npm pack` of a staged folder into outDir; returns npm's summary. */
 function pack(dir) {
-  const [summary] = JSON.parse(npm('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', outDir], dir));
+  const [summary] = JSON.parse(capture('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', outDir], dir));
   return summary;
 }
 
 function stageMain(staging, loaderDir) {
   const dir = join(staging, 'main');
   // The files npm would pack from the repository (`files` plus what npm always adds).
-  const [listing] = JSON.parse(npm('npm', ['pack', '--dry-run', '--ignore-scripts', '--json'], root));
+  const [listing] = JSON.parse(capture('npm', ['pack', '--dry-run', '--ignore-scripts', '--json'], root));
   for (const { path } of listing.files) {
     if (path === 'package.json') continue;
     const from = loaderDir && /^bindings\/index\.(js|d\.ts)$/.test(path) ? join(loaderDir, path.slice('bindings/'.length)) : join(root, path);

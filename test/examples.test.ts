@@ -15,3 +15,13 @@ test('examples/embed.ts runs: weights, health events, reload, refused reload, cl
   const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'examples/embed.ts'], { cwd: root, timeout: 30_000 });
   t.deepEqual(embedOutputProblems(stdout), [], stdout);
 });
+
+test('examples/custom-policy.ts runs: each tenant sticks to one origin', async (t) => {
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'examples/custom-policy.ts'], { cwd: root, timeout: 30_000 });
+  const lines = stdout.trim().split('\n');
+  t.is(lines.length, 4, stdout);
+  const answer = (line: string | undefined) => line?.split(' -> ')[1];
+  t.regex(lines[0] ?? '', /^acme -> [ab]$/);
+  t.is(answer(lines[0]), answer(lines[1]), 'acme twice to the same origin');
+  t.is(answer(lines[2]), answer(lines[3]), 'globex twice to the same origin');
+});

@@ -38,8 +38,8 @@ test('the engine crate version is the package version (the release bumps both)',
 
 test('target triples map to napi-rs platform names', (t) => {
   t.deepEqual(
-    ['x86_64-unknown-linux-gnu', 'aarch64-unknown-linux-gnu', 'x86_64-unknown-linux-musl', 'aarch64-apple-darwin', 'x86_64-pc-windows-msvc', 'armv7-unknown-linux-gnueabihf', 'x86_64-unknown-freebsd'].map(platformOfTriple),
-    ['linux-x64-gnu', 'linux-arm64-gnu', 'linux-x64-musl', 'darwin-arm64', 'win32-x64-msvc', 'linux-arm-gnueabihf', 'freebsd-x64'],
+    ['x86_64-unknown-linux-gnu', 'aarch64-unknown-linux-gnu', 'x86_64-unknown-linux-musl', 'aarch64-apple-darwin', 'x86_64-pc-windows-msvc', 'armv7-unknown-linux-gnueabihf', 'x86_64-unknown-freebsd', 'aarch64-linux-android'].map(platformOfTriple),
+    ['linux-x64-gnu', 'linux-arm64-gnu', 'linux-x64-musl', 'darwin-arm64', 'win32-x64-msvc', 'linux-arm-gnueabihf', 'freebsd-x64', 'android-arm64'],
   );
   t.is(hostPlatform('darwin', 'arm64'), 'darwin-arm64');
   t.is(hostPlatform('win32', 'x64'), 'win32-x64-msvc');

@@ -6,13 +6,12 @@
  */
 import test from 'ava';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { readFileSync } from 'node:fs';
 import { embedOutputProblems } from './helpers/examples.js';
 import { startOrigin } from './helpers/origin.js';
 import { hostPlatform } from '../ts/native.js';

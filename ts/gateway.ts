@@ -147,6 +147,11 @@ export class Gateway extends EventEmitter {
   #loaded: LoadedConfig;
   #draining = false;
   #closing: Promise<void> | undefined;
+  /**
+   * The engine serves on threads of its own, which do not keep Node's event loop alive; like an
+   * http.Server, a running gateway does, until `close()` (or `unref()`).
+   */
+  #keepAlive: NodeJS.Timeout = setInterval(() => undefined, 2 ** 31 - 1);
   readonly #logger: Logger;
   readonly #drainTimeoutMs: number;
 
@@ -173,6 +178,18 @@ export class Gateway extends EventEmitter {
     this.#policies = new PolicyRunner(engine, (upstream) => this.#snapshot(upstream), logger);
   }
 
+  /** Lets the process exit while the gateway runs (like `server.unref()`). */
+  unref(): this {
+    this.#keepAlive.unref();
+    return this;
+  }
+
+  /** Undoes `unref()`. */
+  ref(): this {
+    this.#keepAlive.ref();
+    return this;
+  }
+
   #apply(loaded: LoadedConfig, policies: LoadedPolicies): void {
     for (const [upstream, { policy, tuneIntervalMs }] of policies.modules) {
       this.#policies.install(upstream, policy, tuneIntervalMs);
@@ -180,7 +197,13 @@ export class Gateway extends EventEmitter {
     for (const upstream of Object.keys(loaded.config.upstreams)) {
       if (!policies.modules.has(upstream)) this.#policies.uninstall(upstream);
     }
-    this.#health.update(healthTargets(loaded));
+    const targets = healthTargets(loaded);
+    this.#health.update(targets);
+    // Backends no longer under active checks are no longer held out by an old verdict.
+    for (const [upstream, u] of Object.entries(loaded.config.upstreams)) {
+      if (u.health_check) continue;
+      for (const b of u.backends) this.#engine?.setBackendHealth(upstream, b.url, true);
+    }
   }
 
   #snapshot(upstream: string): UpstreamSnapshot | undefined {
@@ -221,7 +244,7 @@ export class Gateway extends EventEmitter {
       try {
         gateway.#admin = await startAdmin(loaded.config.admin.address, gateway);
       } catch (e) {
-        await engine.shutdown(0);
+        await gateway.close(0);
         throw new GatehouseError('ERR_GATEHOUSE_START', `admin.address: cannot listen on ${loaded.config.admin.address}: ${(e as Error).message}`, { cause: e });
       }
       logger.info('admin listening', { address: gateway.#admin.address });
@@ -346,6 +369,7 @@ export class Gateway extends EventEmitter {
       if (engine) await engine.shutdown(drainTimeoutMs);
       this.#engine = undefined;
       await this.#admin?.close();
+      clearInterval(this.#keepAlive);
       this.emit('close');
     })();
     return this.#closing;

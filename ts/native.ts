@@ -84,6 +84,7 @@ export function platformOfTriple(triple: string): string {
   const arch = ARCH[cpu] ?? cpu;
   const abi = rest.at(-1) ?? '';
   if (rest.includes('darwin')) return `darwin-${arch}`;
+  if (rest.includes('android')) return `android-${arch}`;
   if (rest.includes('windows')) return `win32-${arch}-${abi}`;
   if (rest.includes('linux')) return `linux-${arch}-${abi}`;
   return `${rest.find((p) => p !== 'unknown' && p !== 'pc') ?? abi}-${arch}`;

@@ -4,9 +4,6 @@ import type { Logger } from '../log.js';
 
 export function serveUntilSignal(gateway: Gateway, logger: Logger, reload?: () => Promise<void>): Promise<void> {
   return new Promise((resolve) => {
-    // The engine serves on its own threads, which do not keep Node's event loop alive: without an
-    // admin listener nothing else would, and the process would exit while the proxy is serving.
-    const keepAlive = setInterval(() => undefined, 2 ** 31 - 1);
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) {
@@ -18,7 +15,6 @@ export function serveUntilSignal(gateway: Gateway, logger: Logger, reload?: () =
       void gateway.close().then(() => {
         logger.info('stopped');
         process.off('SIGHUP', onHup);
-        clearInterval(keepAlive);
         resolve();
       });
     };

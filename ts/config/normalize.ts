@@ -9,7 +9,11 @@ import type { BUILTIN_ALGORITHMS } from './schema.js';
 
 export interface EngineConfig {
   workers: number;
-  listeners: { address: string; redirect_to_https?: number }[];
+  listeners: {
+    address: string;
+    redirect_to_https?: number;
+    tls?: { certificates: { cert: string; key: string }[]; min_version: '1.2' | '1.3'; cipher_suites?: string[] };
+  }[];
   upstreams: Record<string, EngineUpstream>;
   routes: { host?: string; path_prefix?: string; upstream: string }[];
   limits: {
@@ -74,6 +78,15 @@ export function toEngineConfig({ config, baseDir }: LoadedConfig, policyModes: P
     listeners: config.listeners.map((l) => ({
       address: l.address,
       ...(l.redirect_to_https !== undefined ? { redirect_to_https: l.redirect_to_https } : {}),
+      ...(l.tls
+        ? {
+            tls: {
+              certificates: l.tls.certificates.map((c) => ({ cert: resolve(baseDir, c.cert), key: resolve(baseDir, c.key) })),
+              min_version: l.tls.min_version,
+              ...(l.tls.cipher_suites ? { cipher_suites: l.tls.cipher_suites } : {}),
+            },
+          }
+        : {}),
     })),
     upstreams,
     routes: config.routes.map((r) => ({

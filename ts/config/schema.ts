@@ -61,9 +61,28 @@ const backendUrl = z.string().superRefine((s, ctx) => {
   }
 });
 
+export const tlsSchema = z.strictObject({
+  certificates: z
+    .array(
+      z.strictObject({
+        cert: z.string().min(1).describe('PEM certificate chain, leaf first'),
+        key: z.string().min(1).describe('PEM private key of the leaf'),
+      }),
+    )
+    .min(1)
+    .describe('chosen by SNI (exact name, then one-label wildcard); the first is the default'),
+  min_version: z.enum(['1.2', '1.3']).default('1.2').describe('oldest TLS version accepted'),
+  cipher_suites: z
+    .array(z.string().regex(/^TLS(13)?_[A-Z0-9_]+$/, 'an IANA cipher suite name such as TLS13_AES_128_GCM_SHA256'))
+    .min(1)
+    .optional()
+    .describe("cipher suites allowed (IANA names); rustls' defaults when absent"),
+});
+
 export const listenerSchema = z.strictObject({
   address: hostPort.describe('host:port to listen on; port 0 picks a free port'),
   redirect_to_https: port.optional().describe('answer every request with 308 to https://<host>:<port><path>'),
+  tls: tlsSchema.optional().describe('terminate TLS on this listener (HTTP/1.1 and HTTP/2 by ALPN)'),
 });
 
 export const backendSchema = z.strictObject({
@@ -189,7 +208,8 @@ export const configSchema = z
       const seen = new Map<string, number>();
       listeners.forEach((l, i) => {
         const address = (l as { address?: unknown } | null)?.address;
-        if (typeof address !== 'string') return;
+        // Port 0 asks for any free port: several such listeners on one host are distinct.
+        if (typeof address !== 'string' || address.endsWith(':0')) return;
         const first = seen.get(address);
         if (first !== undefined) {
           ctx.addIssue({ code: 'custom', path: ['listeners', i, 'address'], message: `same address as listeners[${first}]` });

@@ -30,6 +30,52 @@ pub struct ListenerConfig {
     pub address: String,
     #[serde(default)]
     pub redirect_to_https: Option<u16>,
+    #[serde(default)]
+    pub tls: Option<TlsListenerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    /// Chosen by SNI; the first is the default. Paths are absolute.
+    pub certificates: Vec<CertificatePaths>,
+    /// `"1.2"` or `"1.3"`.
+    #[serde(default = "tls12")]
+    pub min_version: String,
+    #[serde(default)]
+    pub cipher_suites: Option<Vec<String>>,
+}
+
+fn tls12() -> String {
+    "1.2".into()
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatePaths {
+    pub cert: String,
+    pub key: String,
+}
+
+impl TlsListenerConfig {
+    pub fn settings(&self) -> gatehouse_tls::TlsSettings {
+        gatehouse_tls::TlsSettings {
+            certificates: self
+                .certificates
+                .iter()
+                .map(|c| gatehouse_tls::CertSource {
+                    cert: c.cert.clone().into(),
+                    key: c.key.clone().into(),
+                })
+                .collect(),
+            min_version: if self.min_version == "1.3" {
+                gatehouse_tls::TlsVersion::Tls13
+            } else {
+                gatehouse_tls::TlsVersion::Tls12
+            },
+            cipher_suites: self.cipher_suites.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::atomic::AtomicBool;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -38,6 +39,9 @@ pub struct ConnActivity {
     ambiguous_request: AtomicU64,
     /// Wakes the watchdog when a timer's starting point moves (a request ends, a head starts).
     changed: Notify,
+    /// HTTP/2: frames arrive while idle (pings, settings), so there is no "head" to time; only
+    /// the keep-alive idle timer applies.
+    multiplexed: AtomicBool,
 }
 
 /// What the connection's watchdog should do next.
@@ -60,7 +64,14 @@ impl ConnActivity {
             requests: AtomicU64::new(0),
             ambiguous_request: AtomicU64::new(0),
             changed: Notify::new(),
+            multiplexed: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the connection as HTTP/2 (see `multiplexed`).
+    pub fn set_multiplexed(&self) {
+        self.multiplexed.store(true, Ordering::Relaxed);
+        self.head_since.store(NONE, Ordering::Relaxed);
     }
 
     fn now_ms(&self) -> u64 {
@@ -83,7 +94,8 @@ impl ConnActivity {
     }
 
     fn on_read(&self) {
-        if self.in_flight.load(Ordering::Relaxed) == 0
+        if !self.multiplexed.load(Ordering::Relaxed)
+            && self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_since.load(Ordering::Relaxed) == NONE
         {
             self.head_since.store(self.now_ms(), Ordering::Relaxed);
@@ -146,17 +158,17 @@ impl Drop for RequestGuard {
     }
 }
 
-/// A client socket that tells [`ConnActivity`] when bytes arrive, and shows them to the
-/// [`FramingAudit`].
+/// A client stream (TCP, or TLS over TCP) that tells [`ConnActivity`] when bytes arrive, and
+/// shows the plaintext to the [`FramingAudit`].
 #[derive(Debug)]
-pub struct TrackedStream {
-    inner: TcpStream,
+pub struct TrackedStream<S> {
+    inner: S,
     activity: Arc<ConnActivity>,
     audit: FramingAudit,
 }
 
-impl TrackedStream {
-    pub fn new(inner: TcpStream, activity: Arc<ConnActivity>) -> Self {
+impl<S> TrackedStream<S> {
+    pub fn new(inner: S, activity: Arc<ConnActivity>) -> Self {
         Self {
             inner,
             activity,
@@ -165,7 +177,7 @@ impl TrackedStream {
     }
 }
 
-impl AsyncRead for TrackedStream {
+impl<S: AsyncRead + Unpin> AsyncRead for TrackedStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -190,7 +202,7 @@ impl AsyncRead for TrackedStream {
     }
 }
 
-impl AsyncWrite for TrackedStream {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedStream<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -22,9 +22,21 @@ use crate::listener::{self, ListenerRuntime};
 use crate::state::{BackendRegistry, ProxyState};
 use crate::stats::Stats;
 use crate::upstream::{ExternalPolicy, Upstream};
+use gatehouse_tls::{Terminator, TlsStats};
 
-/// How often idle upstream connections are checked against their idle timeout.
+/// How often idle upstream connections are checked against their idle timeout, and certificate
+/// files for changes.
 const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Certificates expiring sooner than this are logged and flagged in stats.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
+fn warn_expiring(address: &str, tls: &Terminator) {
+    for (names, not_after) in tls.expiring(std::time::SystemTime::now(), EXPIRY_WARNING) {
+        tracing::warn!(address, ?names, expires = %crate::access_log::rfc3339(not_after),
+            "certificate expires within 14 days");
+    }
+}
 
 #[derive(Debug)]
 pub enum EngineError {
@@ -68,6 +80,9 @@ pub struct Shared {
     pub state: ArcSwap<ProxyState>,
     pub stats: Stats,
     pub connection_slots: Arc<Semaphore>,
+    pub tls_stats: Arc<TlsStats>,
+    /// The listeners, for the background certificate-rotation check.
+    pub listeners: ArcSwap<Vec<Arc<ListenerRuntime>>>,
 }
 
 /// What only start/reload/stop touch.
@@ -144,6 +159,8 @@ impl Engine {
             state: ArcSwap::from_pointee(state),
             stats: Stats::default(),
             connection_slots: Arc::new(Semaphore::new(max_connections as usize)),
+            tls_stats: Arc::default(),
+            listeners: ArcSwap::from_pointee(Vec::new()),
         });
         let engine = Engine {
             runtime: Some(runtime),
@@ -160,13 +177,17 @@ impl Engine {
             draining: CancellationToken::new(),
             sweeper: CancellationToken::new(),
         };
-        let bound = engine.bind_all(&config.listeners, &[])?;
+        let (bound, _) = engine.bind_all(&config.listeners, &[])?;
         {
             let mut control = engine.control.lock();
             control.listeners = bound
                 .into_iter()
                 .map(|(l, rt)| engine.serve(l, rt))
                 .collect();
+            engine
+                .shared
+                .listeners
+                .store(Arc::new(control.listeners.clone()));
         }
         engine.spawn_pool_sweeper();
         for l in engine.listeners() {
@@ -183,19 +204,50 @@ impl Engine {
             .unwrap_or_else(|| unreachable!("engine used after shutdown"))
     }
 
-    /// Binds the listeners of `wanted` that are not already in `existing` (by configured address).
+    /// Loads the TLS configuration of every listener in `wanted` (re-reading certificate files,
+    /// so a reload also rotates certificates), and binds those not already in `existing` (by
+    /// configured address). Returns the new listeners and the TLS to apply to each existing one.
+    /// Any failure leaves everything as it was.
+    #[allow(clippy::type_complexity)]
     fn bind_all(
         &self,
         wanted: &[ListenerConfig],
         existing: &[Arc<ListenerRuntime>],
-    ) -> Result<Vec<(tokio::net::TcpListener, ListenerRuntime)>, EngineError> {
+    ) -> Result<
+        (
+            Vec<(tokio::net::TcpListener, ListenerRuntime)>,
+            Vec<(Arc<ListenerRuntime>, Option<Arc<Terminator>>)>,
+        ),
+        EngineError,
+    > {
         let _enter = self.handle().enter();
         let mut bound = Vec::new();
+        let mut kept = Vec::new();
         for (i, l) in wanted.iter().enumerate() {
-            if existing.iter().any(|e| e.address == l.address) {
+            let tls = match &l.tls {
+                Some(t) => {
+                    let terminator =
+                        Terminator::new(t.settings(), Arc::clone(&self.shared.tls_stats)).map_err(
+                            |e| ConfigError {
+                                path: format!("listeners[{i}].tls.certificates"),
+                                message: e.to_string(),
+                            },
+                        )?;
+                    warn_expiring(&l.address, &terminator);
+                    Some(Arc::new(terminator))
+                }
+                None => None,
+            };
+            // Each configured listener claims one running listener with its address (several
+            // may share `host:0`).
+            let claimed = existing
+                .iter()
+                .find(|e| e.address == l.address && !kept.iter().any(|(k, _)| Arc::ptr_eq(k, e)));
+            if let Some(runtime) = claimed {
+                kept.push((Arc::clone(runtime), tls));
                 continue;
             }
-            let pair = listener::bind(&l.address, l.redirect_to_https).map_err(|source| {
+            let pair = listener::bind(&l.address, l.redirect_to_https, tls).map_err(|source| {
                 EngineError::Bind {
                     path: format!("listeners[{i}].address"),
                     address: l.address.clone(),
@@ -204,7 +256,7 @@ impl Engine {
             })?;
             bound.push(pair);
         }
-        Ok(bound)
+        Ok((bound, kept))
     }
 
     fn serve(
@@ -236,6 +288,19 @@ impl Engine {
                 for upstream in shared.state.load().upstreams.values() {
                     upstream.handles.iter().for_each(|h| h.pool.evict_expired());
                 }
+                for l in shared.listeners.load().iter() {
+                    if let Some(tls) = l.tls.load_full() {
+                        match tls.rotate_if_changed() {
+                            Some(Ok(())) => {
+                                tracing::info!(address = %l.address, "certificates reloaded from changed files");
+                                warn_expiring(&l.address, &tls);
+                            }
+                            Some(Err(e)) => tracing::error!(address = %l.address, error = %e,
+                                "changed certificate files are unusable; the previous certificates keep serving"),
+                            None => {}
+                        }
+                    }
+                }
             }
         });
     }
@@ -255,7 +320,7 @@ impl Engine {
             &control.policies,
             access_log.clone(),
         )?;
-        let new_listeners = self.bind_all(&config.listeners, &control.listeners)?;
+        let (new_listeners, tls_updates) = self.bind_all(&config.listeners, &control.listeners)?;
 
         // From here on nothing can fail: commit.
         self.shared.state.store(Arc::new(state));
@@ -279,17 +344,33 @@ impl Engine {
         }
         control.max_connections = max;
         let mut kept = Vec::new();
+        let mut removed = Vec::new();
         for l in control.listeners.drain(..) {
-            match config.listeners.iter().find(|c| c.address == l.address) {
-                Some(c) => {
-                    l.set_redirect_to_https(c.redirect_to_https);
-                    kept.push(l);
-                }
-                None => {
-                    tracing::info!(address = %l.local_addr, "listener removed");
-                    l.stop.cancel();
-                }
+            if !tls_updates.iter().any(|(k, _)| Arc::ptr_eq(k, &l)) {
+                tracing::info!(address = %l.local_addr, "listener removed");
+                l.stop.cancel();
+                removed.push(l);
             }
+        }
+        // When reload returns, a removed listener refuses connections (its open ones carry on).
+        if !removed.is_empty() {
+            self.handle().block_on(async {
+                for l in &removed {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), l.closed.cancelled()).await;
+                }
+            });
+        }
+        for (listener, tls) in tls_updates {
+            if let Some(c) = config
+                .listeners
+                .iter()
+                .find(|c| c.address == listener.address)
+            {
+                listener.set_redirect_to_https(c.redirect_to_https);
+            }
+            listener.tls.store(tls);
+            kept.push(listener);
         }
         for (listener, runtime) in new_listeners {
             let l = self.serve(listener, runtime);
@@ -297,6 +378,9 @@ impl Engine {
             kept.push(l);
         }
         control.listeners = kept;
+        self.shared
+            .listeners
+            .store(Arc::new(control.listeners.clone()));
         Ok(())
     }
 
@@ -419,6 +503,26 @@ impl Engine {
             .map(|l| json!({ "address": l.address, "bound": l.local_addr.to_string() }))
             .collect();
         let dropped = control.access_log.as_ref().map_or(0, |l| l.dropped());
+        let now = std::time::SystemTime::now();
+        let certificates: Vec<Value> = control
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.load_full().map(|t| (l.address.clone(), t)))
+            .flat_map(|(address, t)| {
+                t.certificates()
+                    .into_iter()
+                    .map(move |(names, not_after, file)| {
+                        let left = not_after.duration_since(now).unwrap_or_default();
+                        json!({
+                            "listener": address, "names": names, "file": file,
+                            "not_after": crate::access_log::rfc3339(not_after),
+                            "expires_in_days": left.as_secs() / 86_400,
+                            "expiring_soon": left < EXPIRY_WARNING,
+                        })
+                    })
+            })
+            .collect();
+        let t = &self.shared.tls_stats;
         json!({
             "listeners": listeners,
             "connections": { "active": get(&s.connections_active), "total": get(&s.connections_total) },
@@ -431,6 +535,13 @@ impl Engine {
                 },
             },
             "upstreams": upstreams,
+            "upgrades": { "active": get(&s.upgrades_active), "total": get(&s.upgrades_total) },
+            "tls": {
+                "handshakes": get(&t.handshakes), "failures": get(&t.failures),
+                "failure_reasons": t.failure_reasons(), "resumed": get(&t.resumed),
+                "versions": { "TLSv1.2": get(&t.tls12), "TLSv1.3": get(&t.tls13) },
+                "certificates": certificates,
+            },
             "access_log": { "dropped": dropped },
         })
     }

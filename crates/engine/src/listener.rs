@@ -7,10 +7,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use std::future::Future;
+use std::pin::Pin;
+
+use arc_swap::ArcSwapOption;
+use gatehouse_tls::Terminator;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +40,11 @@ pub struct ListenerRuntime {
     pub local_addr: SocketAddr,
     /// Port to redirect to over HTTPS, or 0 for none.
     redirect_to_https: AtomicU32,
+    /// TLS termination, swapped on reload and certificate rotation.
+    pub tls: ArcSwapOption<Terminator>,
     pub(crate) stop: CancellationToken,
+    /// Cancelled by the accept loop once it has dropped the socket.
+    pub(crate) closed: CancellationToken,
 }
 
 impl ListenerRuntime {
@@ -53,7 +63,11 @@ impl ListenerRuntime {
 
 /// Binds `address` with a real backlog and `SO_REUSEADDR` (so a restart does not wait out
 /// TIME_WAIT). Must be called inside the runtime.
-pub fn bind(address: &str, redirect: Option<u16>) -> io::Result<(TcpListener, ListenerRuntime)> {
+pub fn bind(
+    address: &str,
+    redirect: Option<u16>,
+    tls: Option<Arc<Terminator>>,
+) -> io::Result<(TcpListener, ListenerRuntime)> {
     let addr = address.to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")
     })?;
@@ -70,7 +84,9 @@ pub fn bind(address: &str, redirect: Option<u16>) -> io::Result<(TcpListener, Li
         address: address.to_owned(),
         local_addr,
         redirect_to_https: AtomicU32::new(redirect.map_or(0, u32::from)),
+        tls: ArcSwapOption::new(tls),
         stop: CancellationToken::new(),
+        closed: CancellationToken::new(),
     };
     Ok((listener, runtime))
 }
@@ -103,6 +119,7 @@ pub async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let ctx = ConnContext {
                     peer,
+                    scheme: "http",
                     listener: Arc::clone(&runtime),
                     shared: Arc::clone(&shared),
                     activity: Arc::new(ConnActivity::new()),
@@ -116,6 +133,8 @@ pub async fn accept_loop(
             }
         }
     }
+    drop(listener);
+    runtime.closed.cancel();
     tracing::debug!(address = %runtime.local_addr, "listener stopped");
 }
 
@@ -128,6 +147,107 @@ async fn serve_connection(
     let shared = Arc::clone(&ctx.shared);
     let _count = ConnectionCount::open(&shared.stats);
     let limits = shared.state.load().limits.clone();
+    let header_timeout = limits.header_timeout();
+    match ctx.listener.tls.load_full() {
+        Some(tls) => {
+            // The handshake counts against the header timeout, like the request head after it.
+            let accepted = tokio::time::timeout(header_timeout, tls.accept(stream)).await;
+            let stream = match accepted {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %ctx.peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tls.count_timeout();
+                    return;
+                }
+            };
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_http(stream, h2, ctx.with_scheme("https"), &limits, draining).await;
+        }
+        None => {
+            let h2 =
+                match tokio::time::timeout(header_timeout, starts_with_h2_preface(&stream)).await {
+                    Ok(h2) => h2,
+                    Err(_) => return, // nothing sent before the header timeout
+                };
+            serve_http(stream, h2, ctx, &limits, draining).await;
+        }
+    }
+}
+
+/// The client connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plain connection speaks HTTP/2 with prior knowledge (h2c), by peeking at its first
+/// bytes without consuming them. An HTTP/1 request differs within the first two bytes.
+async fn starts_with_h2_preface(stream: &TcpStream) -> bool {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = match stream.peek(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        if buf[..n] != H2_PREFACE[..n] {
+            return false;
+        }
+        if n == H2_PREFACE.len() {
+            return true;
+        }
+        // A prefix of the preface so far: wait for the rest (rare; bounded by the caller).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A served connection the watchdog can ask to finish gracefully.
+trait Graceful: Future<Output = hyper::Result<()>> {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B, E> Graceful for http2::Connection<I, S, E>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// HTTP/2 limits: enough concurrency for browsers and gRPC, bounded headers, and hyper's
+/// defences against rapid reset (CVE-2023-44487) and CONTINUATION floods kept tight.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+const H2_MAX_PENDING_RESETS: usize = 20;
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+
+async fn serve_http<S>(
+    stream: S,
+    h2: bool,
+    ctx: ConnContext,
+    limits: &crate::config::LimitsConfig,
+    draining: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::clone(&ctx.activity);
     let peer = ctx.peer;
     let io = TokioIo::new(TrackedStream::new(stream, Arc::clone(&activity)));
@@ -137,16 +257,42 @@ async fn serve_connection(
         async move { Ok::<_, Infallible>(proxy::handle(req, ctx).await) }
     });
     let max_header = usize::try_from(limits.max_header_size).unwrap_or(usize::MAX);
-    let mut builder = http1::Builder::new();
-    builder
-        .max_buf_size(max_header.saturating_add(1024).max(MIN_READ_BUFFER))
-        .max_header_size(max_header)
-        .max_headers(256);
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
-
     let keepalive = limits.keepalive_timeout();
     let header_timeout = limits.header_timeout();
+    if h2 {
+        activity.set_multiplexed();
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+            .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(H2_KEEPALIVE_INTERVAL);
+        let conn = builder.serve_connection(io, service);
+        drive(conn, &activity, keepalive, header_timeout, draining, peer).await;
+    } else {
+        let mut builder = http1::Builder::new();
+        builder
+            .max_buf_size(max_header.saturating_add(1024).max(MIN_READ_BUFFER))
+            .max_header_size(max_header)
+            .max_headers(256);
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        drive(conn, &activity, keepalive, header_timeout, draining, peer).await;
+    }
+}
+
+/// Runs a connection next to its watchdog: idle and header timers, and graceful drain.
+async fn drive<C: Graceful>(
+    conn: C,
+    activity: &ConnActivity,
+    keepalive: Duration,
+    header_timeout: Duration,
+    draining: CancellationToken,
+    peer: SocketAddr,
+) {
+    tokio::pin!(conn);
     let mut closing = false;
     loop {
         let next = match activity.watch(tokio::time::Instant::now(), keepalive, header_timeout) {
@@ -161,8 +307,8 @@ async fn serve_connection(
                 break;
             }
             _ = draining.cancelled(), if !closing => {
-                // Finish the request in flight (its response says `Connection: close`), then close.
-                conn.as_mut().graceful_shutdown();
+                // Finish what is in flight (HTTP/1: `Connection: close`; HTTP/2: GOAWAY), then close.
+                conn.as_mut().graceful();
                 closing = true;
             }
             _ = tokio::time::sleep_until(next) => {}

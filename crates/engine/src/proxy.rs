@@ -39,9 +39,17 @@ use gatehouse_pool::{ConnectError, PooledConn};
 #[derive(Debug)]
 pub struct ConnContext {
     pub peer: SocketAddr,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub scheme: &'static str,
     pub listener: Arc<ListenerRuntime>,
     pub shared: Arc<Shared>,
     pub activity: Arc<ConnActivity>,
+}
+
+impl ConnContext {
+    pub fn with_scheme(self, scheme: &'static str) -> Self {
+        Self { scheme, ..self }
+    }
 }
 
 /// How a request was answered, before it becomes a response.
@@ -84,6 +92,9 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
     let response = match reply {
         Reply::Proxied(mut parts, body) => {
             headers::strip_hop_by_hop(&mut parts.headers);
+            if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                tunnel(&ctx, &mut parts, &mut exchange);
+            }
             headers::add_via(&mut parts.headers, parts.version);
             let status = parts.status.as_u16();
             // The client's response is HTTP/1.1 whatever the origin spoke; hyper adapts it to
@@ -101,6 +112,61 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
     };
     stats.count_response(response.status().as_u16());
     response
+}
+
+/// The origin accepted a protocol upgrade (WebSocket): answer the client's 101 and, once both
+/// sides have switched, pipe bytes both ways until either closes. The tunnel is independent of
+/// the configuration, so it survives reloads; it is counted in stats.
+fn tunnel(ctx: &ConnContext, parts: &mut http::response::Parts, exchange: &mut Exchange) {
+    let upstream = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let (Some(upstream), Some(downstream), Some(protocol)) = (
+        upstream,
+        exchange.downstream_upgrade.take(),
+        exchange.upgrade_protocol.take(),
+    ) else {
+        return;
+    };
+    parts.headers.insert(header::UPGRADE, protocol);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    let shared = Arc::clone(&ctx.shared);
+    tokio::spawn(async move {
+        let (Ok(up), Ok(down)) = tokio::join!(upstream, downstream) else {
+            return;
+        };
+        let stats = &shared.stats;
+        stats
+            .upgrades_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .upgrades_active
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut up = hyper_util::rt::TokioIo::new(up);
+        let mut down = hyper_util::rt::TokioIo::new(down);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+            tracing::debug!(error = %e, "upgraded connection ended");
+        }
+        stats
+            .upgrades_active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    });
+}
+
+/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` plus `Upgrade`).
+fn upgrade_protocol(parts: &http::request::Parts) -> Option<HeaderValue> {
+    if parts.version != Version::HTTP_11 {
+        return None;
+    }
+    let asks = parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| parts.headers.get(header::UPGRADE).cloned())
+        .flatten()
 }
 
 fn error_response(error: ProxyError, exchange: Exchange) -> Response<ResponseBody> {
@@ -160,7 +226,11 @@ async fn forward(
             return Reply::Error(ProxyError::BodyTooLarge);
         }
     }
-    let (parts, incoming) = req.into_parts();
+    let (mut parts, incoming) = req.into_parts();
+    if let Some(protocol) = upgrade_protocol(&parts) {
+        exchange.downstream_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        exchange.upgrade_protocol = Some(protocol);
+    }
     let body = match read_request_body(incoming, limits.max_body_size, limits.body_timeout()).await
     {
         Ok(body) => body,
@@ -216,7 +286,14 @@ async fn exchange_with_retries(
         let request = match (pending.take(), parts_body.take()) {
             (Some(r), _) => r,
             (None, Some((parts, body))) => {
-                upstream_request(parts, body, ctx, request_id.clone(), handle.pool.address())
+                let mut request =
+                    upstream_request(parts, body, ctx, request_id.clone(), handle.pool.address());
+                if let Some(protocol) = &exchange.upgrade_protocol {
+                    let h = request.headers_mut();
+                    h.insert(header::UPGRADE, protocol.clone());
+                    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                }
+                request
             }
             (None, None) => return Reply::Error(last_error),
         };
@@ -408,7 +485,7 @@ fn upstream_request(
         h,
         Forwarded {
             client_ip: ctx.peer.ip(),
-            proto: "http",
+            proto: ctx.scheme,
             host: host.as_ref(),
             request_id,
         },

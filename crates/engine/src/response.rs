@@ -28,6 +28,10 @@ pub struct Exchange {
     pub access: Option<(Arc<AccessLog>, AccessRecord)>,
     pub backend: Option<InFlight>,
     pub upstream_conn: Option<PooledConn<UpstreamBody>>,
+    /// The client side of a requested protocol upgrade (WebSocket), kept until the origin agrees.
+    pub downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The `Upgrade` value the client asked for.
+    pub upgrade_protocol: Option<http::HeaderValue>,
     status: u16,
     bytes: u64,
 }
@@ -40,6 +44,8 @@ impl Exchange {
             access: None,
             backend: None,
             upstream_conn: None,
+            downstream_upgrade: None,
+            upgrade_protocol: None,
             status: 0,
             bytes: 0,
         }

@@ -9,6 +9,9 @@ pub struct Stats {
     pub requests_total: AtomicU64,
     /// Responses by status class: index 0 is 1xx … index 4 is 5xx.
     pub responses: [AtomicU64; 5],
+    /// WebSocket (and other `Upgrade`) tunnels open now, and since start.
+    pub upgrades_active: AtomicU64,
+    pub upgrades_total: AtomicU64,
 }
 
 impl Stats {

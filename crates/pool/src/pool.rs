@@ -266,8 +266,10 @@ where
                 .handshake(TokioIo::new(stream))
                 .await
                 .map_err(ConnectError::Handshake)?;
+            // `with_upgrades`: a `101 Switching Protocols` hands the socket to the proxy for a
+            // WebSocket tunnel instead of closing it.
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                if let Err(e) = conn.with_upgrades().await {
                     tracing::debug!(error = %e, "upstream connection ended with an error");
                 }
             });

@@ -1,0 +1,174 @@
+//! The primary cache key: which URL a stored response answers (RFC 9111 §2, §4).
+//!
+//! The key is the target URI, `scheme://host[:port]/path?query`: the host lower-cased (hosts are
+//! case-insensitive, RFC 3986 §3.2.2) with the scheme's default port and a trailing root dot
+//! dropped, the path and query exactly as the client sent them (never lower-cased or decoded:
+//! `/A` and `/a` are different resources). The method is part of the key implicitly: only GET
+//! responses (and HEAD responses, which serve HEAD only) are stored, and HEAD requests look up
+//! the GET entry, so every stored response is keyed under "GET". The request headers named by
+//! `Vary` form the secondary key of each variant stored under one primary key (see `vary`).
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::Uri;
+
+/// Identifies a URL in the cache. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    text: Arc<str>,
+    /// Length of `scheme://authority`.
+    origin_len: usize,
+}
+
+impl CacheKey {
+    /// The key for `path_and_query` on `host` (a `Host` field value or an authority, with or
+    /// without port) over `scheme` (`http` or `https`).
+    pub fn new(scheme: &str, host: &str, path_and_query: &str) -> Self {
+        let scheme = scheme.to_ascii_lowercase();
+        let host = normalize_authority(&scheme, host);
+        let path = if path_and_query.is_empty() {
+            "/"
+        } else {
+            path_and_query
+        };
+        let origin_len = scheme.len() + 3 + host.len();
+        Self {
+            text: format!("{scheme}://{host}{path}").into(),
+            origin_len,
+        }
+    }
+
+    /// The key for a request: `host` is what the client asked for (its `Host` field or the
+    /// authority of an absolute-form target), `uri` its request target.
+    pub fn for_request(scheme: &str, host: &str, uri: &Uri) -> Self {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        Self::new(scheme, host, path)
+    }
+
+    /// Parses an absolute URL (`https://example.com/a?b`). `None` when it has no scheme or host.
+    pub fn from_url(url: &str) -> Option<Self> {
+        let uri: Uri = url.parse().ok()?;
+        let scheme = uri.scheme_str()?;
+        let host = uri.authority()?.as_str();
+        Some(Self::for_request(scheme, host, &uri))
+    }
+
+    /// `scheme://host[:port]`: what RFC 9110 §4.3.1 calls the origin.
+    pub fn origin(&self) -> &str {
+        &self.text[..self.origin_len]
+    }
+
+    /// The path and query, as sent.
+    pub fn path_and_query(&self) -> &str {
+        &self.text[self.origin_len..]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Bytes this key adds to an entry's size.
+    pub(crate) fn len(&self) -> usize {
+        self.text.len()
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({})", self.text)
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Lower-cases the host, drops a trailing root dot and the scheme's default port, so that
+/// spellings of one origin share entries (RFC 9110 §4.2.3 normalisation).
+fn normalize_authority(scheme: &str, authority: &str) -> String {
+    // Userinfo is deprecated and never part of the origin.
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let (host, port) = if authority.starts_with('[') {
+        match authority.split_once(']') {
+            Some((h, rest)) => (&authority[..h.len() + 1], rest.strip_prefix(':')),
+            None => (authority, None),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let default_port = match scheme {
+        "http" => "80",
+        "https" => "443",
+        _ => "",
+    };
+    match port {
+        Some(p) if !p.is_empty() && p != default_port => format!("{host}:{p}"),
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_is_lower_cased_and_path_and_query_kept_exactly() {
+        let key = CacheKey::new("HTTP", "Example.COM", "/A/b?Q=X&a=%2F");
+        assert_eq!(key.as_str(), "http://example.com/A/b?Q=X&a=%2F");
+        assert_ne!(key, CacheKey::new("http", "example.com", "/a/b?Q=X&a=%2F"));
+        assert_ne!(key, CacheKey::new("http", "example.com", "/A/b?q=x&a=%2F"));
+    }
+
+    #[test]
+    fn default_ports_and_trailing_dots_are_one_origin() {
+        let plain = CacheKey::new("http", "example.com", "/");
+        assert_eq!(CacheKey::new("http", "example.com:80", "/"), plain);
+        assert_eq!(CacheKey::new("http", "example.com.", "/"), plain);
+        assert_ne!(CacheKey::new("http", "example.com:8080", "/"), plain);
+        assert_eq!(
+            CacheKey::new("https", "example.com:443", "/").origin(),
+            "https://example.com"
+        );
+        assert_eq!(
+            CacheKey::new("http", "[::1]:80", "/x").as_str(),
+            "http://[::1]/x"
+        );
+        assert_eq!(
+            CacheKey::new("http", "[::1]:81", "/x").as_str(),
+            "http://[::1]:81/x"
+        );
+    }
+
+    #[test]
+    fn scheme_separates_entries() {
+        assert_ne!(
+            CacheKey::new("http", "example.com", "/"),
+            CacheKey::new("https", "example.com", "/")
+        );
+    }
+
+    #[test]
+    fn request_targets_in_origin_and_absolute_form_agree() {
+        let origin_form: Uri = "/p?q".parse().unwrap();
+        let absolute: Uri = "http://example.com/p?q".parse().unwrap();
+        assert_eq!(
+            CacheKey::for_request("http", "example.com", &origin_form),
+            CacheKey::for_request("http", "example.com", &absolute)
+        );
+    }
+
+    #[test]
+    fn parses_absolute_urls() {
+        let key = CacheKey::from_url("https://Example.com:443/a?b").unwrap();
+        assert_eq!(key.as_str(), "https://example.com/a?b");
+        assert_eq!(key.path_and_query(), "/a?b");
+        assert!(CacheKey::from_url("/relative").is_none());
+    }
+}

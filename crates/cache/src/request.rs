@@ -1,0 +1,152 @@
+//! The request side: what the cache needs to know about one request, parsed once.
+
+use http::header::{HeaderMap, AUTHORIZATION, IF_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE};
+use http::{Method, Uri};
+
+use crate::directives::RequestDirectives;
+use crate::key::CacheKey;
+
+/// Why a request does not take part in caching at all (`X-Cache-Status: BYPASS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BypassReason {
+    /// Not GET or HEAD. Unsafe methods must still be shown to [`Cache::invalidate`] once their
+    /// response arrives (RFC 9111 §4.4).
+    ///
+    /// [`Cache::invalidate`]: crate::Cache::invalidate
+    Method,
+    /// `Range` or `If-Range`: this cache neither stores partial content nor cuts ranges out of
+    /// stored responses, so the origin answers these.
+    Range,
+    /// `If-Match` or `If-Unmodified-Since`: preconditions for the origin, which a cache must not
+    /// evaluate (RFC 9111 §4.3.2).
+    Precondition,
+}
+
+impl BypassReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BypassReason::Method => "method",
+            BypassReason::Range => "range",
+            BypassReason::Precondition => "precondition",
+        }
+    }
+}
+
+/// A request as the cache sees it: its key, method, headers (for `Vary` and conditionals) and
+/// `Cache-Control`. Build one per request before the lookup and keep it to the response.
+#[derive(Debug, Clone)]
+pub struct CacheRequest {
+    method: Method,
+    key: CacheKey,
+    headers: HeaderMap,
+    directives: RequestDirectives,
+}
+
+impl CacheRequest {
+    /// `scheme` is how the client reached the proxy (`http` or `https`), `host` the host it asked
+    /// for (its `Host` field, or the authority of an absolute-form target).
+    pub fn new(scheme: &str, host: &str, method: &Method, uri: &Uri, headers: &HeaderMap) -> Self {
+        Self {
+            method: method.clone(),
+            key: CacheKey::for_request(scheme, host, uri),
+            headers: headers.clone(),
+            directives: RequestDirectives::parse(headers),
+        }
+    }
+
+    pub fn from_parts(scheme: &str, host: &str, parts: &http::request::Parts) -> Self {
+        Self::new(scheme, host, &parts.method, &parts.uri, &parts.headers)
+    }
+
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    pub fn key(&self) -> &CacheKey {
+        &self.key
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    pub fn directives(&self) -> &RequestDirectives {
+        &self.directives
+    }
+
+    /// Why this request bypasses the cache, if it does.
+    pub fn bypass(&self) -> Option<BypassReason> {
+        if self.method != Method::GET && self.method != Method::HEAD {
+            return Some(BypassReason::Method);
+        }
+        let h = &self.headers;
+        if h.contains_key(RANGE) || h.contains_key(IF_RANGE) {
+            return Some(BypassReason::Range);
+        }
+        if h.contains_key(IF_MATCH) || h.contains_key(IF_UNMODIFIED_SINCE) {
+            return Some(BypassReason::Precondition);
+        }
+        None
+    }
+
+    pub(crate) fn is_get(&self) -> bool {
+        self.method == Method::GET
+    }
+
+    /// Whether this request's fetch can fill the cache for others, so that concurrent misses may
+    /// wait for it. Not with `no-store` (nothing will be stored) nor with `Authorization` (what
+    /// is stored depends on the response, and others should not queue behind a private fetch).
+    pub(crate) fn may_lead_fill(&self) -> bool {
+        self.bypass().is_none()
+            && !self.directives.no_store
+            && !self.headers.contains_key(AUTHORIZATION)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn request(method: Method, pairs: &[(&'static str, &'static str)]) -> CacheRequest {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(*n, HeaderValue::from_static(v));
+        }
+        CacheRequest::new("http", "example.com", &method, &"/x".parse().unwrap(), &h)
+    }
+
+    #[test]
+    fn only_get_and_head_take_part() {
+        assert_eq!(request(Method::GET, &[]).bypass(), None);
+        assert_eq!(request(Method::HEAD, &[]).bypass(), None);
+        for m in [
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ] {
+            assert_eq!(request(m, &[]).bypass(), Some(BypassReason::Method));
+        }
+    }
+
+    #[test]
+    fn ranges_and_origin_preconditions_bypass() {
+        let r = request(Method::GET, &[("range", "bytes=0-1")]);
+        assert_eq!(r.bypass(), Some(BypassReason::Range));
+        let r = request(Method::GET, &[("if-match", "\"a\"")]);
+        assert_eq!(r.bypass(), Some(BypassReason::Precondition));
+        let r = request(Method::GET, &[("if-none-match", "\"a\"")]);
+        assert_eq!(r.bypass(), None, "If-None-Match is answered by the cache");
+    }
+
+    #[test]
+    fn no_store_and_authorization_never_lead_a_fill() {
+        assert!(request(Method::GET, &[]).may_lead_fill());
+        assert!(!request(Method::GET, &[("cache-control", "no-store")]).may_lead_fill());
+        assert!(!request(Method::GET, &[("authorization", "Basic eA==")]).may_lead_fill());
+        assert!(!request(Method::POST, &[]).may_lead_fill());
+    }
+}
