@@ -165,6 +165,19 @@ pub fn start_engine(config_json: String) -> Result<AsyncTask<StartTask>> {
     }))
 }
 
+/// Checks that a PEM certificate chain and key can serve handshakes (readable, parseable, and
+/// the key matches the certificate). Returns the problem, naming the file, or null.
+#[napi]
+pub fn check_certificate(cert: String, key: String) -> Option<String> {
+    let source = gatehouse_tls::CertSource {
+        cert: cert.into(),
+        key: key.into(),
+    };
+    gatehouse_tls::load_certificate(&source)
+        .err()
+        .map(|e| e.to_string())
+}
+
 /// Version of the native engine, to detect a mismatch with the JavaScript package.
 #[napi]
 pub fn engine_version() -> String {
