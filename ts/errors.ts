@@ -6,6 +6,7 @@ export type GatehouseErrorCode =
   | 'ERR_GATEHOUSE_RELOAD'
   | 'ERR_GATEHOUSE_CLOSED'
   | 'ERR_GATEHOUSE_WEIGHT'
+  | 'ERR_GATEHOUSE_CACHE'
   | 'ERR_GATEHOUSE_NATIVE';
 
 /** One configuration problem: where (`upstreams.app.backends[1].url`) and what. */

@@ -54,6 +54,29 @@ export interface GatewayStats {
     }
   >;
   access_log: { dropped: number };
+  /** Present when the cache is enabled. */
+  cache: {
+    hits: number;
+    misses: number;
+    stale: number;
+    expired: number;
+    revalidations: number;
+    bypasses: number;
+    coalesced: number;
+    stores: number;
+    evictions: number;
+    entries: number;
+    size_bytes: number;
+  } | null;
+  tls: {
+    handshakes: number;
+    failures: number;
+    failure_reasons: Record<string, number>;
+    resumed: number;
+    versions: Record<string, number>;
+    certificates: { listener: string; names: string[]; file: string; not_after: string; expires_in_days: number; expiring_soon: boolean }[];
+  };
+  upgrades: { active: number; total: number };
   admin?: { address: string };
 }
 
@@ -319,6 +342,18 @@ export class Gateway extends EventEmitter {
       this.#live().setWeights(upstream, Object.entries(weights));
     } catch (e) {
       throw new GatehouseError('ERR_GATEHOUSE_WEIGHT', (e as Error).message, { cause: e });
+    }
+  }
+
+  /**
+   * Purges the response cache: everything, one URL (`https://host/path?q`, or `host/path?q` for
+   * both schemes), or a path on every host (`/path?q`). Returns how many responses were removed.
+   */
+  purgeCache(url?: string): number {
+    try {
+      return this.#live().purgeCache(url);
+    } catch (e) {
+      throw new GatehouseError('ERR_GATEHOUSE_CACHE', (e as Error).message, { cause: e });
     }
   }
 

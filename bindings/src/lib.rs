@@ -75,6 +75,17 @@ impl NativeEngine {
             .map_err(to_napi)
     }
 
+    /// Purges the response cache: everything without `url`; one URL (`https://host/path?q` or
+    /// `host/path?q`); or a path (`/path?q`) on every host. Returns how many responses went.
+    #[napi]
+    pub fn purge_cache(&self, url: Option<String>) -> Result<u32> {
+        let removed = self
+            .engine()?
+            .purge_cache(url.as_deref())
+            .map_err(to_napi)?;
+        Ok(u32::try_from(removed).unwrap_or(u32::MAX))
+    }
+
     /// Answers a `PolicyCall`: the chosen backend's URL, or null for round robin.
     #[napi]
     pub fn resolve_policy(&self, token: u32, url: Option<String>) {

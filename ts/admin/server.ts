@@ -11,6 +11,8 @@ export interface AdminSource {
   stats(): object;
   backends(): object[];
   setWeights(upstream: string, weights: Record<string, number>): void;
+  /** Purges the cache (everything, or one URL or path); returns how many responses went. */
+  purgeCache(url?: string): number;
   readonly draining: boolean;
 }
 
@@ -75,6 +77,15 @@ const WEIGHTS = /^\/upstreams\/([^/]+)\/weights$/;
 
 function handle(source: AdminSource, req: IncomingMessage, res: ServerResponse): void {
   const path = (req.url ?? '/').split('?')[0] ?? '/';
+  if (path === '/cache' && req.method === 'DELETE') {
+    const url = new URL(req.url ?? '/', 'http://admin').searchParams.get('url') ?? undefined;
+    try {
+      send(res, 200, `${JSON.stringify({ purged: source.purgeCache(url) })}\n`);
+    } catch (e) {
+      send(res, 400, JSON.stringify({ error: (e as Error).message }));
+    }
+    return;
+  }
   const weights = WEIGHTS.exec(path);
   if (weights && req.method === 'PUT') {
     void putWeights(source, decodeURIComponent(weights[1] ?? ''), req, res);
@@ -99,7 +110,7 @@ function handle(source: AdminSource, req: IncomingMessage, res: ServerResponse):
       else send(res, 200, '{"status":"ok"}\n');
       return;
     default:
-      send(res, 404, JSON.stringify({ error: 'not found', endpoints: ['/stats', '/metrics', '/healthz', '/backends', 'PUT /upstreams/<name>/weights'] }));
+      send(res, 404, JSON.stringify({ error: 'not found', endpoints: ['/stats', '/metrics', '/healthz', '/backends', 'PUT /upstreams/<name>/weights', 'DELETE /cache[?url=]'] }));
   }
 }
 

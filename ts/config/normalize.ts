@@ -15,7 +15,8 @@ export interface EngineConfig {
     tls?: { certificates: { cert: string; key: string }[]; min_version: '1.2' | '1.3'; cipher_suites?: string[] };
   }[];
   upstreams: Record<string, EngineUpstream>;
-  routes: { host?: string; path_prefix?: string; upstream: string }[];
+  routes: { host?: string; path_prefix?: string; upstream: string; cache?: boolean }[];
+  cache: { enabled: boolean; max_size: number; max_entry_size: number };
   limits: {
     max_connections: number;
     header_timeout_ms: number;
@@ -93,7 +94,9 @@ export function toEngineConfig({ config, baseDir }: LoadedConfig, policyModes: P
       upstream: r.upstream,
       ...(r.host !== undefined ? { host: r.host } : {}),
       ...(r.path_prefix !== undefined ? { path_prefix: r.path_prefix } : {}),
+      ...(r.cache !== undefined ? { cache: r.cache } : {}),
     })),
+    cache: { enabled: config.cache.enabled, max_size: config.cache.max_size, max_entry_size: config.cache.max_entry_size },
     limits: {
       max_connections: config.limits.max_connections,
       header_timeout_ms: config.limits.header_timeout,

@@ -150,6 +150,13 @@ export const routeSchema = z.strictObject({
     .describe('Host to match (exact, or one-label wildcard "*.example.com"); any host when absent'),
   path_prefix: z.string().startsWith('/').optional().describe('path prefix to match (case-sensitive)'),
   upstream: z.string().describe('name of the upstream that serves the route'),
+  cache: z.boolean().optional().describe('cache responses of this route when the cache is enabled (default true)'),
+});
+
+export const cacheSchema = z.strictObject({
+  enabled: z.boolean().default(false).describe('RFC 9111 shared cache in memory'),
+  max_size: size('64mb').describe('memory for cached responses (headers, bodies, overhead); least recently used go first'),
+  max_entry_size: size('8mb').describe('largest response body stored; bigger ones pass through unstored'),
 });
 
 export const limitsSchema = z.strictObject({
@@ -179,6 +186,7 @@ export const configSchema = z
     routes: z.array(routeSchema).default([]),
     limits: limitsSchema.prefault({}),
     admin: adminSchema.optional(),
+    cache: cacheSchema.prefault({}),
     log: logSchema.prefault({}),
   })
   // Cross-field rules. `when` makes them run even when a field elsewhere failed, so that one run

@@ -338,6 +338,17 @@ impl Cache {
         (!keys.is_empty()).then(|| keys.iter().map(|k| self.purge(k)).sum())
     }
 
+    /// Removes every stored response for `path_and_query` (starting with `/`) on every host and
+    /// scheme: what an operator means by purging a path.
+    pub fn purge_path(&self, path_and_query: &str) -> usize {
+        self.inner
+            .store
+            .keys_with_path(path_and_query)
+            .iter()
+            .map(|k| self.purge(k))
+            .sum()
+    }
+
     /// Removes everything.
     pub fn purge_all(&self) -> usize {
         self.inner.store.clear()

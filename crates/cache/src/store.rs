@@ -242,6 +242,22 @@ impl Store {
         count
     }
 
+    /// The stored URLs whose path and query are exactly `path_and_query`, on any host.
+    pub(crate) fn keys_with_path(&self, path_and_query: &str) -> Vec<CacheKey> {
+        self.shards
+            .iter()
+            .flat_map(|shard| {
+                shard
+                    .lock()
+                    .urls
+                    .keys()
+                    .filter(|k| k.path_and_query() == path_and_query)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Removes everything; fills under way will not be stored.
     pub(crate) fn clear(&self) -> usize {
         let mut total = 0;

@@ -22,6 +22,29 @@ pub struct EngineConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub cache: CacheSettings,
+}
+
+/// The shared response cache (RFC 9111), in memory.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    /// Bytes held at most (headers, bodies and per-entry overhead); least recently used go first.
+    pub max_size: u64,
+    /// Largest body stored; bigger responses pass through unstored.
+    pub max_entry_size: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_size: 64 * 1024 * 1024,
+            max_entry_size: 8 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -210,6 +233,9 @@ pub struct RouteConfig {
     #[serde(default)]
     pub path_prefix: Option<String>,
     pub upstream: String,
+    /// Whether responses of this route are cached when the cache is enabled (default: yes).
+    #[serde(default)]
+    pub cache: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -17,11 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessLog;
-use crate::config::{ConfigError, EngineConfig, ListenerConfig, LogConfig};
+use crate::config::{CacheSettings, ConfigError, EngineConfig, ListenerConfig, LogConfig};
 use crate::listener::{self, ListenerRuntime};
 use crate::state::{BackendRegistry, ProxyState};
 use crate::stats::Stats;
 use crate::upstream::{ExternalPolicy, Upstream};
+use gatehouse_cache::{Cache, CacheConfig};
 use gatehouse_tls::{Terminator, TlsStats};
 
 /// How often idle upstream connections are checked against their idle timeout, and certificate
@@ -95,6 +96,30 @@ struct Control {
     max_connections: u32,
     /// Per-request policies installed by the embedder, by upstream name.
     policies: HashMap<String, Arc<Box<dyn ExternalPolicy>>>,
+    /// The response cache and the settings it was built with: a reload keeps its contents
+    /// unless its size settings change.
+    cache: Option<(CacheSettings, Cache)>,
+}
+
+/// The cache for `settings`, reusing `current` when its settings are unchanged.
+fn cache_for(
+    settings: &CacheSettings,
+    current: Option<&(CacheSettings, Cache)>,
+) -> Option<(CacheSettings, Cache)> {
+    if !settings.enabled {
+        return None;
+    }
+    if let Some((s, c)) = current {
+        if s == settings {
+            return Some((s.clone(), c.clone()));
+        }
+    }
+    let config = CacheConfig {
+        max_size: usize::try_from(settings.max_size).unwrap_or(usize::MAX),
+        max_entry_size: usize::try_from(settings.max_entry_size).unwrap_or(usize::MAX),
+        ..CacheConfig::default()
+    };
+    Some((settings.clone(), Cache::new(config)))
 }
 
 /// A bound listener, as reported to the embedder.
@@ -148,11 +173,13 @@ impl Engine {
             .build()
             .map_err(EngineError::Io)?;
         let access_log = open_access_log(&config.log)?;
+        let cache = cache_for(&config.cache, None);
         let (state, registry) = ProxyState::build(
             &config,
             &BackendRegistry::default(),
             &HashMap::new(),
             access_log.clone(),
+            cache.as_ref().map(|(_, c)| c.clone()),
         )?;
         let max_connections = config.limits.max_connections;
         let shared = Arc::new(Shared {
@@ -172,6 +199,7 @@ impl Engine {
                 access_log,
                 max_connections,
                 policies: HashMap::new(),
+                cache,
             }),
             connections: TaskTracker::new(),
             draining: CancellationToken::new(),
@@ -314,17 +342,20 @@ impl Engine {
         } else {
             open_access_log(&config.log)?
         };
+        let cache = cache_for(&config.cache, control.cache.as_ref());
         let (state, registry) = ProxyState::build(
             &config,
             &control.registry,
             &control.policies,
             access_log.clone(),
+            cache.as_ref().map(|(_, c)| c.clone()),
         )?;
         let (new_listeners, tls_updates) = self.bind_all(&config.listeners, &control.listeners)?;
 
         // From here on nothing can fail: commit.
         self.shared.state.store(Arc::new(state));
         control.registry = registry;
+        control.cache = cache;
         control.log = config.log.clone();
         control.access_log = access_log;
         let max = config.limits.max_connections;
@@ -431,6 +462,22 @@ impl Engine {
         Ok(())
     }
 
+    /// Purges the cache: everything (`None`), one URL (`https://host/path?q` or `host/path?q`),
+    /// or a path on every host (`/path?q`). Returns how many stored responses were removed.
+    pub fn purge_cache(&self, url: Option<&str>) -> Result<usize, EngineError> {
+        let control = self.control.lock();
+        let Some((_, cache)) = &control.cache else {
+            return Err(EngineError::NotFound("the cache is not enabled".into()));
+        };
+        match url {
+            None => Ok(cache.purge_all()),
+            Some(path) if path.starts_with('/') => Ok(cache.purge_path(path)),
+            Some(url) => cache
+                .purge_url(url)
+                .ok_or_else(|| EngineError::NotFound(format!("not a URL or path: {url}"))),
+        }
+    }
+
     /// Installs (or with `None` removes) the per-request policy of an upstream configured with
     /// an external policy. It survives reloads.
     pub fn set_policy(
@@ -523,6 +570,15 @@ impl Engine {
             })
             .collect();
         let t = &self.shared.tls_stats;
+        let cache = control.cache.as_ref().map(|(_, c)| {
+            let c = c.stats();
+            json!({
+                "hits": c.hits, "misses": c.misses, "stale": c.stale, "expired": c.expired,
+                "revalidations": c.revalidations, "bypasses": c.bypasses, "coalesced": c.coalesced,
+                "stores": c.stores, "evictions": c.evictions, "entries": c.entries,
+                "size_bytes": c.size_bytes,
+            })
+        });
         json!({
             "listeners": listeners,
             "connections": { "active": get(&s.connections_active), "total": get(&s.connections_total) },
@@ -543,6 +599,7 @@ impl Engine {
                 "certificates": certificates,
             },
             "access_log": { "dropped": dropped },
+            "cache": cache,
         })
     }
 

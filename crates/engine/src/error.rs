@@ -29,6 +29,8 @@ pub enum ProxyError {
     PoolExhausted,
     ConnectFailed,
     ConnectTimeout,
+    /// `Cache-Control: only-if-cached` and nothing suitable is stored (RFC 9111 §5.2.1.7).
+    NotCached,
     /// The origin reset or closed the connection, or sent an invalid response.
     UpstreamFailed,
     ResponseTimeout,
@@ -46,7 +48,9 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::ConnectFailed | ProxyError::UpstreamFailed => StatusCode::BAD_GATEWAY,
-            ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ConnectTimeout | ProxyError::ResponseTimeout | ProxyError::NotCached => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
         }
     }
 
@@ -56,9 +60,10 @@ impl ProxyError {
             | ProxyError::HeaderTooLarge
             | ProxyError::BodyTooLarge
             | ProxyError::RequestTimeout => Side::Downstream,
-            ProxyError::NoRoute | ProxyError::NoHealthyBackend | ProxyError::PoolExhausted => {
-                Side::Internal
-            }
+            ProxyError::NoRoute
+            | ProxyError::NoHealthyBackend
+            | ProxyError::PoolExhausted
+            | ProxyError::NotCached => Side::Internal,
             ProxyError::ConnectFailed
             | ProxyError::ConnectTimeout
             | ProxyError::UpstreamFailed
@@ -82,7 +87,9 @@ impl ProxyError {
             ProxyError::NoRoute => "Not Found\n",
             ProxyError::NoHealthyBackend | ProxyError::PoolExhausted => "Service Unavailable\n",
             ProxyError::ConnectFailed | ProxyError::UpstreamFailed => "Bad Gateway\n",
-            ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => "Gateway Timeout\n",
+            ProxyError::ConnectTimeout | ProxyError::ResponseTimeout | ProxyError::NotCached => {
+                "Gateway Timeout\n"
+            }
         }
     }
 }

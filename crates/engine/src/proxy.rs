@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::access_log::AccessRecord;
 use crate::body::{read_request_body, RequestBodyError, UpstreamBody};
+use crate::caching;
 use crate::conn::ConnActivity;
 use crate::engine::Shared;
 use crate::error::{ProxyError, Side};
@@ -53,8 +54,10 @@ impl ConnContext {
 }
 
 /// How a request was answered, before it becomes a response.
-enum Reply {
+pub(crate) enum Reply {
     Proxied(http::response::Parts, Incoming),
+    /// Served by the cache: the response head and the stored body chunks.
+    Cached(Response<()>, Vec<Bytes>),
     Error(ProxyError),
     Redirect(HeaderValue),
 }
@@ -89,7 +92,8 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
     }
 
     let reply = forward(req, &ctx, &state, &mut exchange, request_id).await;
-    let response = match reply {
+    let cache_status = exchange.cache_status;
+    let mut response = match reply {
         Reply::Proxied(mut parts, body) => {
             headers::strip_hop_by_hop(&mut parts.headers);
             if parts.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -102,6 +106,11 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
             parts.version = Version::HTTP_11;
             Response::from_parts(parts, ResponseBody::upstream(body, exchange, status))
         }
+        Reply::Cached(head, chunks) => {
+            let (parts, ()) = head.into_parts();
+            let status = parts.status.as_u16();
+            Response::from_parts(parts, ResponseBody::cached(chunks, exchange, status))
+        }
         Reply::Error(error) => error_response(error, exchange),
         Reply::Redirect(location) => {
             let mut resp = Response::new(ResponseBody::full(Bytes::new(), exchange, 308));
@@ -110,9 +119,17 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
             resp
         }
     };
+    if let Some(status) = cache_status {
+        response
+            .headers_mut()
+            .insert(X_CACHE_STATUS, status.header_value());
+    }
     stats.count_response(response.status().as_u16());
     response
 }
+
+const X_CACHE_STATUS: http::header::HeaderName =
+    http::header::HeaderName::from_static("x-cache-status");
 
 /// The origin accepted a protocol upgrade (WebSocket): answer the client's 101 and, once both
 /// sides have switched, pipe bytes both ways until either closes. The tunnel is independent of
@@ -193,7 +210,7 @@ fn error_response(error: ProxyError, exchange: Exchange) -> Response<ResponseBod
 
 async fn forward(
     req: Request<Incoming>,
-    ctx: &ConnContext,
+    ctx: &Arc<ConnContext>,
     state: &ProxyState,
     exchange: &mut Exchange,
     request_id: HeaderValue,
@@ -218,9 +235,11 @@ async fn forward(
         };
     }
     let host_name = normalize_host(host.as_deref().unwrap_or(""));
-    let Some(upstream) = state.router.find(&host_name, req.uri().path()) else {
+    let Some(route) = state.router.find(&host_name, req.uri().path()) else {
         return Reply::Error(ProxyError::NoRoute);
     };
+    let upstream = &route.upstream;
+    let cache = state.cache.as_ref().filter(|_| route.cache);
     if let Some(len) = content_length(&req) {
         if len > limits.max_body_size {
             return Reply::Error(ProxyError::BodyTooLarge);
@@ -231,6 +250,25 @@ async fn forward(
         exchange.downstream_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         exchange.upgrade_protocol = Some(protocol);
     }
+    let plan = match cache {
+        Some(cache) => {
+            match caching::lookup(
+                cache,
+                ctx,
+                upstream,
+                &host_name,
+                &mut parts,
+                &request_id,
+                exchange,
+            )
+            .await
+            {
+                Ok(plan) => Some((cache, plan)),
+                Err(reply) => return reply,
+            }
+        }
+        None => None,
+    };
     let body = match read_request_body(incoming, limits.max_body_size, limits.body_timeout()).await
     {
         Ok(body) => body,
@@ -240,7 +278,8 @@ async fn forward(
         .uses_policy
         .then(|| policy_request(&parts, ctx, &host_name));
     upstream.note_request();
-    exchange_with_retries(
+    let request_time = std::time::SystemTime::now();
+    let reply = exchange_with_retries(
         upstream,
         parts,
         body,
@@ -249,13 +288,17 @@ async fn forward(
         policy_request,
         exchange,
     )
-    .await
+    .await;
+    match plan {
+        Some((cache, plan)) => caching::complete(cache, plan, reply, request_time, exchange),
+        None => reply,
+    }
 }
 
 /// Picks backends and sends the request, retrying when that is safe: a request that was never
 /// sent may go to another backend whatever its method; one that was sent only when it is
 /// idempotent and its body is held whole (replayable), and only while the retry budget lasts.
-async fn exchange_with_retries(
+pub(crate) async fn exchange_with_retries(
     upstream: &Upstream,
     parts: http::request::Parts,
     body: UpstreamBody,

@@ -32,6 +32,10 @@ pub struct Exchange {
     pub downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// The `Upgrade` value the client asked for.
     pub upgrade_protocol: Option<http::HeaderValue>,
+    /// `X-Cache-Status` for a response of a cache-enabled route.
+    pub cache_status: Option<gatehouse_cache::CacheStatus>,
+    /// Stores the origin's response body as it streams to the client.
+    pub cache_store: Option<gatehouse_cache::StoreHandle>,
     status: u16,
     bytes: u64,
 }
@@ -46,6 +50,8 @@ impl Exchange {
             upstream_conn: None,
             downstream_upgrade: None,
             upgrade_protocol: None,
+            cache_status: None,
+            cache_store: None,
             status: 0,
             bytes: 0,
         }
@@ -55,10 +61,16 @@ impl Exchange {
         &self.request_guard
     }
 
-    /// The origin's response has been read to the end: its connection may serve another request.
-    fn upstream_done(&mut self) {
+    /// The origin's response has been read to the end: its connection may serve another request,
+    /// and a response on its way into the cache is complete.
+    pub fn upstream_done(&mut self) {
         if let Some(conn) = self.upstream_conn.take() {
             conn.release();
+        }
+        if let Some(store) = self.cache_store.take() {
+            if let Err(reason) = store.finish() {
+                tracing::debug!(reason = reason.as_str(), "response not cached");
+            }
         }
     }
 }
@@ -74,6 +86,8 @@ impl Drop for Exchange {
 enum Content {
     Full(Option<Bytes>),
     Upstream(Incoming),
+    /// A stored response from the cache, in the chunks it was stored in (no copy).
+    Cached(std::collections::VecDeque<Bytes>),
 }
 
 pub struct ResponseBody {
@@ -93,6 +107,14 @@ impl ResponseBody {
         let data = (!data.is_empty()).then_some(data);
         Self {
             content: Content::Full(data),
+            exchange,
+        }
+    }
+
+    pub fn cached(chunks: Vec<Bytes>, mut exchange: Exchange, status: u16) -> Self {
+        exchange.status = status;
+        Self {
+            content: Content::Cached(chunks.into_iter().filter(|c| !c.is_empty()).collect()),
             exchange,
         }
     }
@@ -123,11 +145,20 @@ impl Body for ResponseBody {
                 this.exchange.bytes += d.len() as u64;
                 Ok(Frame::data(d))
             })),
+            Content::Cached(chunks) => Poll::Ready(chunks.pop_front().map(|d| {
+                this.exchange.bytes += d.len() as u64;
+                Ok(Frame::data(d))
+            })),
             Content::Upstream(body) => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
-                        this.exchange.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+                        if let Some(data) = frame.data_ref() {
+                            this.exchange.bytes += data.len() as u64;
+                            if let Some(store) = &mut this.exchange.cache_store {
+                                store.write(data);
+                            }
+                        }
                         if body.is_end_stream() {
                             this.exchange.upstream_done();
                         }
@@ -135,8 +166,10 @@ impl Body for ResponseBody {
                     Poll::Ready(None) => this.exchange.upstream_done(),
                     Poll::Ready(Some(Err(e))) => {
                         tracing::debug!(error = %e, "upstream response body failed");
-                        // Dropping the connection (not releasing it) closes it.
+                        // Dropping the connection (not releasing it) closes it; dropping the
+                        // store handle stores nothing.
                         this.exchange.upstream_conn = None;
+                        this.exchange.cache_store = None;
                     }
                     Poll::Pending => {}
                 }
@@ -149,6 +182,7 @@ impl Body for ResponseBody {
         match &self.content {
             Content::Full(data) => data.is_none(),
             Content::Upstream(body) => body.is_end_stream(),
+            Content::Cached(chunks) => chunks.is_empty(),
         }
     }
 
@@ -158,6 +192,9 @@ impl Body for ResponseBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Content::Upstream(body) => body.size_hint(),
+            Content::Cached(chunks) => {
+                SizeHint::with_exact(chunks.iter().map(|c| c.len() as u64).sum())
+            }
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Route {
     pub host: HostMatch,
     pub path_prefix: Option<String>,
     pub upstream: Arc<Upstream>,
+    /// Responses of this route go through the cache.
+    pub cache: bool,
 }
 
 #[derive(Debug, Default)]
@@ -57,17 +59,14 @@ impl Router {
         Self { routes }
     }
 
-    /// The upstream for a request to `host` (lower case, no port) and `path`.
-    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Upstream>> {
-        self.routes
-            .iter()
-            .find(|r| {
-                r.host.matches(host)
-                    && r.path_prefix
-                        .as_deref()
-                        .is_none_or(|prefix| path.starts_with(prefix))
-            })
-            .map(|r| &r.upstream)
+    /// The route for a request to `host` (lower case, no port) and `path`.
+    pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| {
+            r.host.matches(host)
+                && r.path_prefix
+                    .as_deref()
+                    .is_none_or(|prefix| path.starts_with(prefix))
+        })
     }
 }
 

@@ -18,6 +18,8 @@ use crate::upstream::{BackendHandle, ExternalPolicy, Pool, Upstream, UpstreamSet
 #[derive(Debug)]
 pub struct ProxyState {
     pub router: Router,
+    /// Present when `cache.enabled`; kept across reloads (see `Engine::reload`).
+    pub cache: Option<gatehouse_cache::Cache>,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     pub limits: LimitsConfig,
     pub access_log: Option<Arc<AccessLog>>,
@@ -64,6 +66,7 @@ impl ProxyState {
         registry: &BackendRegistry,
         policies: &HashMap<String, Arc<Box<dyn ExternalPolicy>>>,
         access_log: Option<Arc<AccessLog>>,
+        cache: Option<gatehouse_cache::Cache>,
     ) -> Result<(ProxyState, BackendRegistry), ConfigError> {
         let mut next = BackendRegistry::default();
         let mut upstreams = BTreeMap::new();
@@ -124,9 +127,10 @@ impl ProxyState {
             }
             upstreams.insert(name.clone(), Arc::new(upstream));
         }
-        let router = build_router(config, &upstreams)?;
+        let router = build_router(config, &upstreams, cache.is_some())?;
         let state = ProxyState {
             router,
+            cache,
             upstreams,
             limits: config.limits.clone(),
             access_log,
@@ -138,6 +142,7 @@ impl ProxyState {
 fn build_router(
     config: &EngineConfig,
     upstreams: &BTreeMap<String, Arc<Upstream>>,
+    caching: bool,
 ) -> Result<Router, ConfigError> {
     if config.routes.is_empty() {
         // Without routes, a single upstream takes everything.
@@ -147,6 +152,7 @@ fn build_router(
                 host: HostMatch::Any,
                 path_prefix: None,
                 upstream: Arc::clone(up),
+                cache: caching,
             }])),
             _ => Err(ConfigError {
                 path: "routes".into(),
@@ -164,6 +170,7 @@ fn build_router(
             host: HostMatch::parse(r.host.as_deref()),
             path_prefix: r.path_prefix.clone(),
             upstream: Arc::clone(upstream),
+            cache: caching && r.cache.unwrap_or(true),
         });
     }
     Ok(Router::new(routes))

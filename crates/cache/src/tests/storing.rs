@@ -359,3 +359,20 @@ fn large_bodies_are_stored_as_the_very_chunks_that_were_streamed() {
         .collect();
     assert_eq!(same_memory, vec![true, true]);
 }
+
+#[test]
+fn purge_by_path_removes_it_on_every_host_and_nothing_else() {
+    let cache = cache();
+    respond(&cache, &get("/p?q=1", &[]), &[FRESH], "x").unwrap();
+    let other_host = CacheRequest::new(
+        "http",
+        "other.example",
+        &Method::GET,
+        &"/p?q=1".parse().unwrap(),
+        &HeaderMap::new(),
+    );
+    respond(&cache, &other_host, &[FRESH], "y").unwrap();
+    respond(&cache, &get("/p", &[]), &[FRESH], "z").unwrap();
+    assert_eq!(cache.purge_path("/p?q=1"), 2);
+    assert_eq!(cache.stats().entries, 1, "/p without the query stays");
+}

@@ -1,0 +1,223 @@
+//! The cache phase of request handling. `gatehouse-cache` decides (RFC 9111); this module does
+//! the I/O around its decisions: serving stored responses, sending conditional requests,
+//! streaming admitted responses into the cache, and the one background refresh that
+//! `stale-while-revalidate` hands out.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use gatehouse_cache::{
+    strip_conditionals, Admission, Cache, CacheRequest, CacheStatus, CachedResponse, Fill, Lookup,
+    ResponseTimes, Revalidation,
+};
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+
+use crate::body::UpstreamBody;
+use crate::conn::ConnActivity;
+use crate::error::{ProxyError, Side};
+use crate::proxy::{exchange_with_retries, ConnContext, Reply};
+use crate::response::Exchange;
+use crate::upstream::Upstream;
+
+/// What the rest of the request does for the cache.
+pub(crate) enum Plan {
+    /// Not cacheable; an unsafe method's response may still invalidate stored ones.
+    Bypass(CacheRequest),
+    /// Nothing stored: the origin's response may be admitted.
+    Fill(CacheRequest, Fill),
+    /// A stored response is being validated with the origin.
+    Revalidate(CacheRequest, Revalidation),
+}
+
+/// Looks the request up. `Err` carries the answer when the cache has it (or `only-if-cached`
+/// cannot be satisfied); `Ok` the plan for going upstream, with `parts` already adjusted
+/// (conditionals stripped for a fill, added for a validation).
+pub(crate) async fn lookup(
+    cache: &Cache,
+    ctx: &Arc<ConnContext>,
+    upstream: &Arc<Upstream>,
+    host: &str,
+    parts: &mut http::request::Parts,
+    request_id: &HeaderValue,
+    exchange: &mut Exchange,
+) -> Result<Plan, Reply> {
+    let request = CacheRequest::from_parts(ctx.scheme, host, parts);
+    let lookup = cache.lookup_coalesced(&request, SystemTime::now).await;
+    exchange.cache_status = Some(lookup.status());
+    match lookup {
+        Lookup::Hit(stored) => Err(serve(&stored, &request)),
+        Lookup::Stale { response, refresh } => {
+            if let Some(revalidation) = refresh {
+                spawn_refresh(
+                    cache.clone(),
+                    Arc::clone(ctx),
+                    Arc::clone(upstream),
+                    host.to_owned(),
+                    parts,
+                    revalidation,
+                    request_id.clone(),
+                );
+            }
+            Err(serve(&response, &request))
+        }
+        Lookup::Unsatisfiable => Err(Reply::Error(ProxyError::NotCached)),
+        Lookup::Bypass(_) => Ok(Plan::Bypass(request)),
+        Lookup::Miss(fill) => {
+            strip_conditionals(&mut parts.headers);
+            Ok(Plan::Fill(request, fill))
+        }
+        Lookup::Revalidate(revalidation) => {
+            revalidation.prepare_request(&mut parts.headers);
+            Ok(Plan::Revalidate(request, revalidation))
+        }
+    }
+}
+
+/// A stored response, or `304` when it satisfies the client's own conditional request.
+fn serve(stored: &CachedResponse, request: &CacheRequest) -> Reply {
+    match stored.not_modified(request) {
+        Some(not_modified) => Reply::Cached(not_modified, Vec::new()),
+        None => Reply::Cached(stored.response_head(), stored.body().to_vec()),
+    }
+}
+
+/// Starts storing the origin's response while it streams to the client.
+fn admit(
+    cache: &Cache,
+    request: &CacheRequest,
+    parts: &http::response::Parts,
+    times: ResponseTimes,
+    fill: Fill,
+    exchange: &mut Exchange,
+) {
+    if let Admission::Store(handle) =
+        cache.admit(request, parts.status, &parts.headers, times, fill)
+    {
+        exchange.cache_store = Some(handle);
+    }
+}
+
+/// Applies the cache's side of the origin's answer.
+pub(crate) fn complete(
+    cache: &Cache,
+    plan: Plan,
+    reply: Reply,
+    request_time: SystemTime,
+    exchange: &mut Exchange,
+) -> Reply {
+    let times = ResponseTimes {
+        request_time,
+        response_time: SystemTime::now(),
+    };
+    match (plan, reply) {
+        (Plan::Bypass(request), Reply::Proxied(parts, body)) => {
+            cache.invalidate(&request, parts.status, &parts.headers);
+            Reply::Proxied(parts, body)
+        }
+        (Plan::Fill(request, fill), Reply::Proxied(parts, body)) => {
+            admit(cache, &request, &parts, times, fill, exchange);
+            Reply::Proxied(parts, body)
+        }
+        (Plan::Revalidate(request, revalidation), Reply::Proxied(parts, body)) => {
+            if parts.status == StatusCode::NOT_MODIFIED {
+                drop(body);
+                exchange.upstream_done();
+                return match cache.revalidated(&request, revalidation, &parts.headers, times) {
+                    Some(stored) => {
+                        exchange.cache_status = Some(CacheStatus::Revalidated);
+                        serve(&stored, &request)
+                    }
+                    None => {
+                        // The origin validated a different representation than the stored one.
+                        tracing::warn!("origin answered 304 for a different representation");
+                        Reply::Error(ProxyError::UpstreamFailed)
+                    }
+                };
+            }
+            if parts.status.is_server_error() {
+                if let Some(stored) = cache.stale_on_error(&revalidation, SystemTime::now()) {
+                    exchange.cache_status = Some(CacheStatus::Stale);
+                    exchange.upstream_conn = None;
+                    return serve(&stored, &request);
+                }
+            }
+            admit(
+                cache,
+                &request,
+                &parts,
+                times,
+                revalidation.into_fill(),
+                exchange,
+            );
+            Reply::Proxied(parts, body)
+        }
+        (Plan::Revalidate(request, revalidation), Reply::Error(e))
+            if e.side() != Side::Downstream =>
+        {
+            match cache.stale_on_error(&revalidation, SystemTime::now()) {
+                Some(stored) => {
+                    exchange.cache_status = Some(CacheStatus::Stale);
+                    serve(&stored, &request)
+                }
+                None => Reply::Error(e),
+            }
+        }
+        (_, reply) => reply,
+    }
+}
+
+/// `stale-while-revalidate`: the stale response was served; validate it with the origin in the
+/// background (once per entry, as the cache hands out one refresh at a time).
+fn spawn_refresh(
+    cache: Cache,
+    ctx: Arc<ConnContext>,
+    upstream: Arc<Upstream>,
+    host: String,
+    client: &http::request::Parts,
+    revalidation: Revalidation,
+    request_id: HeaderValue,
+) {
+    let mut head = Request::new(());
+    *head.method_mut() = Method::GET;
+    *head.uri_mut() = client.uri.clone();
+    *head.version_mut() = client.version;
+    *head.headers_mut() = client.headers.clone();
+    let (mut parts, ()) = head.into_parts();
+    tokio::spawn(async move {
+        let request = CacheRequest::from_parts(ctx.scheme, &host, &parts);
+        revalidation.prepare_request(&mut parts.headers);
+        let activity = Arc::new(ConnActivity::new());
+        let mut exchange = Exchange::new(Instant::now(), activity.begin_request());
+        let request_time = SystemTime::now();
+        let reply = exchange_with_retries(
+            &upstream,
+            parts,
+            UpstreamBody::Empty,
+            &ctx,
+            request_id,
+            None,
+            &mut exchange,
+        )
+        .await;
+        let plan = Plan::Revalidate(request, revalidation);
+        if let Reply::Proxied(_, mut body) =
+            complete(&cache, plan, reply, request_time, &mut exchange)
+        {
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(frame) => {
+                        if let (Some(data), Some(store)) =
+                            (frame.data_ref(), &mut exchange.cache_store)
+                        {
+                            store.write(data);
+                        }
+                    }
+                    Err(_) => return, // the store handle is dropped unstored
+                }
+            }
+            exchange.upstream_done();
+        }
+    });
+}
