@@ -4,12 +4,14 @@
 //! 1. [`check_request`](crate::headers::check_request): framing and size rules (400, 431).
 //! 2. `redirect`: a listener with `redirect_to_https` answers 308 for everything.
 //! 3. `route`: Host and path pick the upstream (404 when nothing matches).
-//! 4. `admit_body`: `Content-Length` over the limit is 413 before the body is read (so no
+//! 4. `cache` (cache-enabled routes, [`crate::caching`]): answer from the cache, or plan the
+//!    fetch (fill, validation, bypass) whose response the cache then sees.
+//! 5. `admit_body`: `Content-Length` over the limit is 413 before the body is read (so no
 //!    `100 Continue` is sent); small bodies are read whole.
-//! 5. `select`: a healthy backend (503 with `Retry-After` when there is none).
-//! 6. `upstream_request`: hop-by-hop headers out, forwarding headers in.
-//! 7. `exchange`: a pooled connection, the request, the response head (502, 504).
-//! 8. `downstream_response`: hop-by-hop headers out, `Via` in; the body streams through.
+//! 6. `select`: a healthy backend (503 with `Retry-After` when there is none).
+//! 7. `upstream_request`: hop-by-hop headers out, forwarding headers in.
+//! 8. `exchange`: a pooled connection, the request, the response head (502, 504).
+//! 9. `downstream_response`: hop-by-hop headers out, `Via` in; the body streams through.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
