@@ -250,18 +250,8 @@ impl RequestDirectives {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::tests::headers;
 
     fn response(cc: &str) -> ResponseDirectives {
         ResponseDirectives::parse(&headers(&[("cache-control", cc)]))

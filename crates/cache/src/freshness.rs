@@ -163,16 +163,7 @@ mod tests {
         httpdate::fmt_http_date(at(secs))
     }
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::tests::headers;
 
     fn lifetime(status: u16, pairs: &[(&str, &str)]) -> Duration {
         let h = headers(pairs);

@@ -90,18 +90,8 @@ fn normalized(request: &HeaderMap, name: &HeaderName) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::tests::headers;
 
     fn fields(vary: &str) -> Vec<HeaderName> {
         match Vary::parse(&headers(&[("vary", vary)])) {

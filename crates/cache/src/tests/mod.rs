@@ -24,7 +24,8 @@ fn date(secs: i64) -> String {
     )
 }
 
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+/// A header map from name/value pairs (test input, so unwrap is fine).
+pub(crate) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
     for (n, v) in pairs {
         h.append(
