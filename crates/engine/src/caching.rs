@@ -27,8 +27,35 @@ pub(crate) enum Plan {
     Bypass(CacheRequest),
     /// Nothing stored: the origin's response may be admitted.
     Fill(CacheRequest, Fill),
-    /// A stored response is being validated with the origin.
-    Revalidate(CacheRequest, Revalidation),
+    /// A stored response is being validated with the origin; the plain request (without any
+    /// conditionals) is kept for a refetch should the origin validate another representation.
+    Revalidate(
+        CacheRequest,
+        Revalidation,
+        Option<Box<http::request::Parts>>,
+    ),
+}
+
+/// What became of the origin's answer.
+pub(crate) enum Completion {
+    Reply(Reply),
+    /// Send this request again, without conditionals (RFC 9111 §4.3.4: the 304 did not match).
+    Refetch(http::request::Parts),
+}
+
+/// A copy of the request head without conditionals, for a refetch.
+fn plain_copy(parts: &http::request::Parts) -> Option<Box<http::request::Parts>> {
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        return None;
+    }
+    let mut head = Request::new(());
+    *head.method_mut() = parts.method.clone();
+    *head.uri_mut() = parts.uri.clone();
+    *head.version_mut() = parts.version;
+    *head.headers_mut() = parts.headers.clone();
+    let (mut copy, ()) = head.into_parts();
+    strip_conditionals(&mut copy.headers);
+    Some(Box::new(copy))
 }
 
 /// Looks the request up. `Err` carries the answer when the cache has it (or `only-if-cached`
@@ -69,8 +96,9 @@ pub(crate) async fn lookup(
             Ok(Plan::Fill(request, fill))
         }
         Lookup::Revalidate(revalidation) => {
+            let plain = plain_copy(parts);
             revalidation.prepare_request(&mut parts.headers);
-            Ok(Plan::Revalidate(request, revalidation))
+            Ok(Plan::Revalidate(request, revalidation, plain))
         }
     }
 }
@@ -106,12 +134,12 @@ pub(crate) fn complete(
     reply: Reply,
     request_time: SystemTime,
     exchange: &mut Exchange,
-) -> Reply {
+) -> Completion {
     let times = ResponseTimes {
         request_time,
         response_time: SystemTime::now(),
     };
-    match (plan, reply) {
+    let reply = match (plan, reply) {
         (Plan::Bypass(request), Reply::Proxied(parts, body)) => {
             cache.invalidate(&request, parts.status, &parts.headers);
             Reply::Proxied(parts, body)
@@ -120,27 +148,26 @@ pub(crate) fn complete(
             admit(cache, &request, &parts, times, fill, exchange);
             Reply::Proxied(parts, body)
         }
-        (Plan::Revalidate(request, revalidation), Reply::Proxied(parts, body)) => {
+        (Plan::Revalidate(request, revalidation, plain), Reply::Proxied(parts, body)) => {
             if parts.status == StatusCode::NOT_MODIFIED {
                 drop(body);
                 exchange.upstream_done();
                 return match cache.revalidated(&request, revalidation, &parts.headers, times) {
                     Some(stored) => {
                         exchange.cache_status = Some(CacheStatus::Revalidated);
-                        serve(&stored, &request)
+                        Completion::Reply(serve(&stored, &request))
                     }
-                    None => {
-                        // The origin validated a different representation than the stored one.
-                        tracing::warn!("origin answered 304 for a different representation");
-                        Reply::Error(ProxyError::UpstreamFailed)
-                    }
+                    None => match plain {
+                        Some(plain) => Completion::Refetch(*plain),
+                        None => Completion::Reply(Reply::Error(ProxyError::UpstreamFailed)),
+                    },
                 };
             }
             if parts.status.is_server_error() {
                 if let Some(stored) = cache.stale_on_error(&revalidation, SystemTime::now()) {
                     exchange.cache_status = Some(CacheStatus::Stale);
                     exchange.upstream_conn = None;
-                    return serve(&stored, &request);
+                    return Completion::Reply(serve(&stored, &request));
                 }
             }
             admit(
@@ -153,7 +180,7 @@ pub(crate) fn complete(
             );
             Reply::Proxied(parts, body)
         }
-        (Plan::Revalidate(request, revalidation), Reply::Error(e))
+        (Plan::Revalidate(request, revalidation, _), Reply::Error(e))
             if e.side() != Side::Downstream =>
         {
             match cache.stale_on_error(&revalidation, SystemTime::now()) {
@@ -165,7 +192,8 @@ pub(crate) fn complete(
             }
         }
         (_, reply) => reply,
-    }
+    };
+    Completion::Reply(reply)
 }
 
 /// `stale-while-revalidate`: the stale response was served; validate it with the origin in the
@@ -201,10 +229,10 @@ fn spawn_refresh(
             &mut exchange,
         )
         .await;
-        let plan = Plan::Revalidate(request, revalidation);
-        if let Reply::Proxied(_, mut body) =
-            complete(&cache, plan, reply, request_time, &mut exchange)
-        {
+        // A refetch is left to the next client request.
+        let plan = Plan::Revalidate(request, revalidation, None);
+        let done = complete(&cache, plan, reply, request_time, &mut exchange);
+        if let Completion::Reply(Reply::Proxied(_, mut body)) = done {
             while let Some(frame) = body.frame().await {
                 match frame {
                     Ok(frame) => {

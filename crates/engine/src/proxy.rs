@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::access_log::AccessRecord;
 use crate::body::{read_request_body, RequestBodyError, UpstreamBody};
-use crate::caching;
+use crate::caching::{self, Completion};
 use crate::conn::ConnActivity;
 use crate::engine::Shared;
 use crate::error::{ProxyError, Side};
@@ -254,11 +254,13 @@ async fn forward(
     }
     let plan = match cache {
         Some(cache) => {
+            // The key keeps a non-default port: `site:8080` and `site:9090` are different origins.
+            let authority = host.as_deref().unwrap_or("");
             match caching::lookup(
                 cache,
                 ctx,
                 upstream,
-                &host_name,
+                authority,
                 &mut parts,
                 &request_id,
                 exchange,
@@ -286,14 +288,31 @@ async fn forward(
         parts,
         body,
         ctx,
-        request_id,
-        policy_request,
+        request_id.clone(),
+        policy_request.clone(),
         exchange,
     )
     .await;
-    match plan {
-        Some((cache, plan)) => caching::complete(cache, plan, reply, request_time, exchange),
-        None => reply,
+    let Some((cache, plan)) = plan else {
+        return reply;
+    };
+    match caching::complete(cache, plan, reply, request_time, exchange) {
+        Completion::Reply(reply) => reply,
+        Completion::Refetch(parts) => {
+            // The origin validated another representation than the stored one: fetch it plainly.
+            exchange.cache_status = Some(gatehouse_cache::CacheStatus::Miss);
+            let body = UpstreamBody::Empty;
+            exchange_with_retries(
+                upstream,
+                parts,
+                body,
+                ctx,
+                request_id,
+                policy_request,
+                exchange,
+            )
+            .await
+        }
     }
 }
 
