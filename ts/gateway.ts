@@ -318,6 +318,9 @@ export class Gateway extends EventEmitter {
       this.#apply(loaded, policies);
     } catch (e) {
       if (e instanceof ConfigError) throw e;
+      // The engine names the key path of what it could not apply (a certificate, a listener).
+      const mapped = startError(e);
+      if (mapped instanceof ConfigError) throw mapped;
       throw new GatehouseError('ERR_GATEHOUSE_RELOAD', `reload failed, previous configuration kept: ${(e as Error).message}`, { cause: e });
     }
     this.#source = source;

@@ -51,12 +51,33 @@ export function handshake(port: number, options: ConnectionOptions = {}): Promis
   });
 }
 
+/**
+ * Ends a TLS connection cleanly (our last handshake flight is flushed, then FIN) and waits for it
+ * to close. `destroy()` right after 'secureConnect' can drop the client's Finished, which the
+ * server rightly counts as a failed handshake.
+ */
+export function closeGracefully(socket: TLSSocket, timeoutMs = 2000): Promise<void> {
+  return new Promise((resolve) => {
+    if (socket.destroyed) return resolve();
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve();
+    }, timeoutMs);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    socket.resume();
+    socket.end();
+  });
+}
+
 /** The presented certificate of a name: handshake, read, close. */
 export async function peerCertificate(port: number, options: ConnectionOptions = {}): Promise<PeerCertificate & { protocol: string | null; authorized: boolean }> {
   const socket = await handshake(port, options);
   const cert = socket.getPeerCertificate();
   const result = Object.assign(cert, { protocol: socket.getProtocol(), authorized: socket.authorized });
-  socket.destroy();
+  await closeGracefully(socket);
   return result;
 }
 

@@ -49,8 +49,10 @@ pub struct ConnActivity {
 pub enum Watch {
     /// Nothing is due before this instant; look again then.
     Until(Instant),
-    /// The connection is idle past the keep-alive timeout, or a head is overdue: close it.
+    /// A request head is overdue (a slow or stalled client): close at once.
     Close,
+    /// Idle past the keep-alive timeout: close politely (HTTP/2 says GOAWAY first).
+    Idle,
 }
 
 impl ConnActivity {
@@ -116,12 +118,15 @@ impl ConnActivity {
                 now + keepalive.min(header_timeout).max(Duration::from_millis(50)),
             );
         }
-        let deadline = match self.head_since.load(Ordering::Relaxed) {
-            NONE => self.at(self.idle_since.load(Ordering::Relaxed)) + keepalive,
-            head => self.at(head) + header_timeout,
+        let (deadline, expired) = match self.head_since.load(Ordering::Relaxed) {
+            NONE => (
+                self.at(self.idle_since.load(Ordering::Relaxed)) + keepalive,
+                Watch::Idle,
+            ),
+            head => (self.at(head) + header_timeout, Watch::Close),
         };
         if deadline <= now {
-            Watch::Close
+            expired
         } else {
             Watch::Until(deadline)
         }
@@ -269,7 +274,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(61)).await;
         assert_eq!(
             b.watch(Instant::now(), KA, HEAD),
-            Watch::Close,
+            Watch::Idle,
             "idle too long"
         );
     }

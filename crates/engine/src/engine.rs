@@ -257,7 +257,7 @@ impl Engine {
                     let terminator =
                         Terminator::new(t.settings(), Arc::clone(&self.shared.tls_stats)).map_err(
                             |e| ConfigError {
-                                path: format!("listeners[{i}].tls.certificates"),
+                                path: format!("listeners[{i}].tls.{}", e.setting()),
                                 message: e.to_string(),
                             },
                         )?;

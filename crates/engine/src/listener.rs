@@ -18,13 +18,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::conn::{ConnActivity, TrackedStream, Watch};
 use crate::engine::Shared;
-use crate::proxy::{self, ConnContext};
+use crate::proxy::{self, ConnContext, ConnSlot};
 use crate::stats::ConnectionCount;
 
 /// Pending connections the kernel queues for us (capped by `net.core.somaxconn`).
@@ -118,13 +117,17 @@ pub async fn accept_loop(
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let ctx = ConnContext {
+                    slot: parking_lot::Mutex::new(Some(ConnSlot {
+                        permit,
+                        count: ConnectionCount::open(Arc::clone(&shared)),
+                    })),
                     peer,
                     scheme: "http",
                     listener: Arc::clone(&runtime),
                     shared: Arc::clone(&shared),
                     activity: Arc::new(ConnActivity::new()),
                 };
-                connections.spawn(serve_connection(stream, ctx, draining.clone(), permit));
+                connections.spawn(serve_connection(stream, ctx, draining.clone()));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -138,15 +141,8 @@ pub async fn accept_loop(
     tracing::debug!(address = %runtime.local_addr, "listener stopped");
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    ctx: ConnContext,
-    draining: CancellationToken,
-    _permit: OwnedSemaphorePermit,
-) {
-    let shared = Arc::clone(&ctx.shared);
-    let _count = ConnectionCount::open(&shared.stats);
-    let limits = shared.state.load().limits.clone();
+async fn serve_connection(stream: TcpStream, ctx: ConnContext, draining: CancellationToken) {
+    let limits = ctx.shared.state.load().limits.clone();
     let header_timeout = limits.header_timeout();
     match ctx.listener.tls.load_full() {
         Some(tls) => {
@@ -232,6 +228,9 @@ where
     }
 }
 
+/// How long an idle connection may take to close gracefully before it is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// HTTP/2 limits: enough concurrency for browsers and gRPC, bounded headers, and hyper's
 /// defences against rapid reset (CVE-2023-44487) and CONTINUATION floods kept tight.
 const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
@@ -294,9 +293,27 @@ async fn drive<C: Graceful>(
 ) {
     tokio::pin!(conn);
     let mut closing = false;
+    let mut idle_close_by = None;
     loop {
-        let next = match activity.watch(tokio::time::Instant::now(), keepalive, header_timeout) {
-            Watch::Close => break, // idle or stalled mid-head: nothing in flight to lose
+        let now = tokio::time::Instant::now();
+        let next = match activity.watch(now, keepalive, header_timeout) {
+            // Stalled mid-head: nothing in flight to lose.
+            Watch::Close => break,
+            // Idle: a graceful close (HTTP/2 sends GOAWAY, so a client never has a request cut
+            // by a silent close), bounded in case the peer does not cooperate.
+            Watch::Idle => match idle_close_by {
+                None => {
+                    if !closing {
+                        conn.as_mut().graceful();
+                        closing = true;
+                    }
+                    let by = now + IDLE_CLOSE_GRACE;
+                    idle_close_by = Some(by);
+                    by
+                }
+                Some(by) if now >= by => break,
+                Some(by) => by,
+            },
             Watch::Until(at) => at,
         };
         tokio::select! {

@@ -41,12 +41,23 @@ use gatehouse_pool::{ConnectError, PooledConn};
 /// What one downstream connection shares with each of its requests.
 #[derive(Debug)]
 pub struct ConnContext {
+    /// The connection's place under `limits.max_connections` and in the connection count.
+    /// Held here so that an upgraded connection (a WebSocket tunnel) can take it along: the
+    /// tunnel outlives the HTTP connection task but is still the same client connection.
+    pub slot: parking_lot::Mutex<Option<ConnSlot>>,
     pub peer: SocketAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub scheme: &'static str,
     pub listener: Arc<ListenerRuntime>,
     pub shared: Arc<Shared>,
     pub activity: Arc<ConnActivity>,
+}
+
+/// See [`ConnContext::slot`].
+#[derive(Debug)]
+pub struct ConnSlot {
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+    pub count: crate::stats::ConnectionCount,
 }
 
 impl ConnContext {
@@ -150,7 +161,10 @@ fn tunnel(ctx: &ConnContext, parts: &mut http::response::Parts, exchange: &mut E
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     let shared = Arc::clone(&ctx.shared);
+    let slot = ctx.slot.lock().take();
     tokio::spawn(async move {
+        // Until the tunnel closes, it counts as the client connection it was.
+        let _slot = slot;
         let (Ok(up), Ok(down)) = tokio::join!(upstream, downstream) else {
             return;
         };

@@ -25,20 +25,29 @@ impl Stats {
     }
 }
 
-/// Counts an open connection for as long as it lives.
+/// Counts an open client connection for as long as it lives, including as an upgraded tunnel.
 #[derive(Debug)]
-pub struct ConnectionCount<'a>(&'a Stats);
+pub struct ConnectionCount(std::sync::Arc<crate::engine::Shared>);
 
-impl<'a> ConnectionCount<'a> {
-    pub fn open(stats: &'a Stats) -> Self {
-        stats.connections_active.fetch_add(1, Ordering::Relaxed);
-        stats.connections_total.fetch_add(1, Ordering::Relaxed);
-        Self(stats)
+impl ConnectionCount {
+    pub fn open(shared: std::sync::Arc<crate::engine::Shared>) -> Self {
+        shared
+            .stats
+            .connections_active
+            .fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        Self(shared)
     }
 }
 
-impl Drop for ConnectionCount<'_> {
+impl Drop for ConnectionCount {
     fn drop(&mut self) {
-        self.0.connections_active.fetch_sub(1, Ordering::Relaxed);
+        self.0
+            .stats
+            .connections_active
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }

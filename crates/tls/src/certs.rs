@@ -40,11 +40,29 @@ pub struct TlsError {
 
 impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.file.as_os_str() == SETTINGS {
+            return f.write_str(&self.message);
+        }
         write!(f, "{}: {}", self.file.display(), self.message)
     }
 }
 
 impl std::error::Error for TlsError {}
+
+/// What `TlsError::file` holds for a problem with the settings rather than a file.
+pub(crate) const SETTINGS: &str = "(tls settings)";
+
+impl TlsError {
+    /// The configuration key the problem concerns, below the listener's `tls`: the cipher
+    /// suites, or (for a file problem) the certificates.
+    pub fn setting(&self) -> &'static str {
+        if self.file.as_os_str() == SETTINGS && self.message.contains("cipher suite") {
+            "cipher_suites"
+        } else {
+            "certificates"
+        }
+    }
+}
 
 fn err(file: &Path, message: impl Into<String>) -> TlsError {
     TlsError {

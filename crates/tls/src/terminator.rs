@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::certs::{load_certificate, CertSource, LoadedCert, TlsError};
+use crate::certs::{load_certificate, CertSource, LoadedCert, TlsError, SETTINGS};
 use crate::store::CertStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +77,7 @@ fn load_all(sources: &[CertSource]) -> Result<Vec<LoadedCert>, TlsError> {
 
 fn settings_error(message: String) -> TlsError {
     TlsError {
-        file: "(tls settings)".into(),
+        file: SETTINGS.into(),
         message,
     }
 }
