@@ -275,8 +275,9 @@ async fn serve_http<S>(
         let mut builder = http1::Builder::new();
         builder
             .max_buf_size(max_header.saturating_add(1024).max(MIN_READ_BUFFER))
-            .max_header_size(max_header)
-            .max_headers(256);
+            // hyper's default of 100 headers keeps its parse arrays on the stack; more would put
+            // ~12 KiB on the heap for every request (measured in docs/performance.md).
+            .max_header_size(max_header);
         let conn = builder.serve_connection(io, service).with_upgrades();
         drive(conn, &activity, keepalive, header_timeout, draining, peer).await;
     }
