@@ -8,6 +8,7 @@ import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { collectLogLines, type LogLine } from './helpers/logs.js';
 import { closedPort, startOrigin, type Origin } from './helpers/origin.js';
 import { hostPlatform, platformOfTriple } from '../ts/native.js';
 
@@ -22,8 +23,6 @@ interface Exit {
   signal: NodeJS.Signals | null;
 }
 
-/** One structured log line from stderr (`timestamp`, `level`, `message`, `target`, fields). */
-type LogLine = Record<string, unknown> & { level?: string; message?: string };
 
 interface Gatehouse {
   child: ChildProcess;
@@ -46,24 +45,8 @@ function gatehouse(t: ExecutionContext, args: string[]): Gatehouse {
   });
   let out = '';
   let err = '';
-  let partial = '';
-  const logs: LogLine[] = [];
   child.stdout?.setEncoding('utf8').on('data', (s: string) => (out += s));
-  child.stderr?.setEncoding('utf8').on('data', (s: string) => {
-    err += s;
-    partial += s;
-    const lines = partial.split('\n');
-    partial = lines.pop() ?? '';
-    for (const line of lines) {
-      if (!line.startsWith('{')) continue;
-      try {
-        const parsed = JSON.parse(line) as unknown;
-        if (parsed && typeof parsed === 'object') logs.push(parsed as LogLine);
-      } catch {
-        // not a log line
-      }
-    }
-  });
+  const logs = collectLogLines(child.stderr, (s) => (err += s));
   let done: Exit | undefined;
   const exited = new Promise<Exit>((resolve) => {
     child.on('close', (code, signal) => {

@@ -6,11 +6,12 @@ import type { ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { collectLogLines, type LogLine } from './logs.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const bin = join(root, 'bin', 'gatehouse.js');
 
-export type LogLine = Record<string, unknown> & { level?: string; message?: string };
+export type { LogLine } from './logs.js';
 
 export interface RunningGatehouse {
   child: ChildProcess;
@@ -42,23 +43,7 @@ export async function startGatehouse(t: ExecutionContext, configFile: string, li
     }
   });
   let err = '';
-  let partial = '';
-  const logs: LogLine[] = [];
-  child.stderr?.setEncoding('utf8').on('data', (s: string) => {
-    err += s;
-    partial += s;
-    const lines = partial.split('\n');
-    partial = lines.pop() ?? '';
-    for (const line of lines) {
-      if (!line.startsWith('{')) continue;
-      try {
-        const parsed = JSON.parse(line) as unknown;
-        if (parsed && typeof parsed === 'object') logs.push(parsed as LogLine);
-      } catch {
-        // not a log line
-      }
-    }
-  });
+  const logs = collectLogLines(child.stderr, (s) => (err += s));
   const waitForLog: RunningGatehouse['waitForLog'] = async (what, match, from = 0, timeoutMs = 8000) => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
