@@ -107,13 +107,9 @@ impl CacheRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     fn request(method: Method, pairs: &[(&'static str, &'static str)]) -> CacheRequest {
-        let mut h = HeaderMap::new();
-        for (n, v) in pairs {
-            h.append(*n, HeaderValue::from_static(v));
-        }
+        let h = crate::tests::headers(pairs);
         CacheRequest::new("http", "example.com", &method, &"/x".parse().unwrap(), &h)
     }
 

@@ -210,20 +210,11 @@ mod tests {
     use super::*;
 
     fn request(method: Method, pairs: &[(&'static str, &'static str)]) -> CacheRequest {
-        let mut h = HeaderMap::new();
-        for (n, v) in pairs {
-            h.append(*n, HeaderValue::from_static(v));
-        }
+        let h = crate::tests::headers(pairs);
         CacheRequest::new("http", "example.com", &method, &"/x".parse().unwrap(), &h)
     }
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in pairs {
-            h.append(*n, HeaderValue::from_static(v));
-        }
-        h
-    }
+    use crate::tests::headers;
 
     fn verdict_with(
         req: &CacheRequest,
