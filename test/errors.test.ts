@@ -5,10 +5,9 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { request as httpRequest } from 'node:http';
-import type { Socket } from 'node:net';
 import { closedPort, echo, startOrigin, type Handler, type Origin, type SeenRequest } from './helpers/origin.js';
 import { proxyConfig, startProxy, type TestProxy } from './helpers/proxy.js';
-import { open, raw, statuses } from './helpers/raw.js';
+import { RawConn, raw, statuses } from './helpers/raw.js';
 import type { GatehouseConfigInput } from '../ts/config/schema.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -52,48 +51,6 @@ function assertShortBody(t: ExecutionContext, reply: Reply, expected: string, or
   t.true(reply.body.length < 100, 'short body');
   t.false(reply.body.includes('127.0.0.1'), 'no internal address in the body');
   for (const o of origins) t.false(reply.body.includes(String(o.port)), 'no origin port in the body');
-}
-
-/** A raw client connection held open across steps, for the timing cases. */
-class RawConn {
-  closed = false;
-  private readonly chunks: Buffer[] = [];
-
-  private constructor(private readonly socket: Socket) {
-    socket.on('data', (c: Buffer) => this.chunks.push(c));
-    socket.on('close', () => {
-      this.closed = true;
-    });
-    socket.on('error', () => undefined);
-  }
-
-  static async open(t: ExecutionContext, port: number): Promise<RawConn> {
-    const conn = new RawConn(await open(port));
-    t.teardown(() => conn.destroy());
-    return conn;
-  }
-
-  get text(): string {
-    return Buffer.concat(this.chunks).toString('latin1');
-  }
-
-  write(data: string): void {
-    if (!this.socket.destroyed) this.socket.write(data);
-  }
-
-  /** Waits until `cond` holds; false when `ms` pass first. */
-  async until(cond: () => boolean, ms: number): Promise<boolean> {
-    const deadline = Date.now() + ms;
-    while (!cond()) {
-      if (Date.now() >= deadline) return false;
-      await sleep(10);
-    }
-    return true;
-  }
-
-  destroy(): void {
-    this.socket.destroy();
-  }
 }
 
 async function withProxy(t: ExecutionContext, config: GatehouseConfigInput): Promise<TestProxy> {

@@ -37,7 +37,8 @@ export interface GatewayStats {
   version: string;
   draining: boolean;
   listeners: { address: string; bound: string }[];
-  connections: { active: number; total: number };
+  /** `parked`: idle HTTP/1.1 connections that gave their buffers back (docs/performance.md). */
+  connections: { active: number; total: number; parked: number };
   requests: { total: number; by_status: Record<string, number> };
   upstreams: Record<
     string,

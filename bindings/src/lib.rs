@@ -6,6 +6,7 @@
 
 #![deny(clippy::all)]
 
+mod heap;
 mod logging;
 mod policy;
 
@@ -135,7 +136,9 @@ impl Task for StartTask {
             .take()
             .ok_or_else(|| Error::new(Status::GenericFailure, "start task ran twice"))?;
         logging::init(&config.log.level);
-        Engine::start(config).map_err(to_napi)
+        let engine = Engine::start(config).map_err(to_napi)?;
+        engine.set_heap_release(heap::release);
+        Ok(engine)
     }
 
     fn resolve(&mut self, _env: Env, engine: Engine) -> Result<NativeEngine> {

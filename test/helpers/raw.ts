@@ -1,4 +1,5 @@
 /** Raw TCP clients, for what an HTTP library would refuse to send or would hide. */
+import type { ExecutionContext } from 'ava';
 import { connect, type Socket } from 'node:net';
 
 export interface RawResult {
@@ -47,4 +48,52 @@ export async function raw(port: number, data: string | Buffer | (string | Buffer
   socket.destroy();
   const text = Buffer.concat(chunks).toString('latin1');
   return { text, closed, statuses: statuses(text) };
+}
+
+/** A raw client connection (TCP, or TLS from `tls.connect`) held open across a test's steps. */
+export class RawConn {
+  closed = false;
+  private readonly chunks: Buffer[] = [];
+
+  private constructor(private readonly socket: Socket) {
+    socket.on('data', (c: Buffer) => this.chunks.push(c));
+    socket.on('close', () => {
+      this.closed = true;
+    });
+    socket.on('error', () => undefined);
+  }
+
+  /** A new TCP connection to 127.0.0.1:port, destroyed when the test ends. */
+  static async open(t: ExecutionContext, port: number): Promise<RawConn> {
+    return RawConn.wrap(t, await open(port));
+  }
+
+  /** An already connected socket, destroyed when the test ends. */
+  static wrap(t: ExecutionContext, socket: Socket): RawConn {
+    const conn = new RawConn(socket);
+    t.teardown(() => conn.destroy());
+    return conn;
+  }
+
+  get text(): string {
+    return Buffer.concat(this.chunks).toString('latin1');
+  }
+
+  write(data: string | Buffer): void {
+    if (!this.socket.destroyed) this.socket.write(data);
+  }
+
+  /** Waits until `cond` holds; false when `ms` pass first. */
+  async until(cond: () => boolean, ms: number): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    while (!cond()) {
+      if (Date.now() >= deadline) return false;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return true;
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
 }

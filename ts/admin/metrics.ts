@@ -15,6 +15,7 @@ export function toPrometheus(stats: Json): string {
   const connections = obj(stats.connections);
   const requests = obj(stats.requests);
   metric('gatehouse_connections_active', 'gauge', 'Open client connections.', [['', num(connections.active)]]);
+  metric('gatehouse_connections_parked', 'gauge', 'Idle HTTP/1.1 connections holding no buffers.', [['', num(connections.parked)]]);
   metric('gatehouse_connections_total', 'counter', 'Client connections accepted.', [['', num(connections.total)]]);
   metric('gatehouse_requests_total', 'counter', 'Requests received.', [['', num(requests.total)]]);
   metric(

@@ -94,6 +94,13 @@ impl FramingAudit {
         }
     }
 
+    /// Lets go of the buffer kept for heads that straddle reads (an idle connection parks).
+    pub fn release_buffer(&mut self) {
+        if self.head.is_empty() {
+            self.head = Vec::new();
+        }
+    }
+
     fn feed_head<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
         let mut data = data;
         if self.head.is_empty() {
@@ -104,6 +111,11 @@ impl FramingAudit {
             data = &data[skip..];
             if data.is_empty() {
                 return data;
+            }
+            // The usual case: the whole head in one read, inspected where it lies.
+            if let Some(end) = find(data, b"\r\n\r\n").map(|i| i + 4) {
+                self.state = self.inspect_head(&data[..end]);
+                return &data[end..];
             }
         }
         // Search from a little before the new bytes, in case the terminator straddles reads.
@@ -116,17 +128,19 @@ impl FramingAudit {
             return &[];
         };
         let consumed_from_data = end - (self.head.len() - data.len());
-        let next = self.inspect_head(end);
+        let head = std::mem::take(&mut self.head);
+        self.state = self.inspect_head(&head[..end]);
+        self.head = head;
         self.head.clear();
-        self.state = next;
         &data[consumed_from_data..]
     }
 
-    /// Parses `head[..end]` and decides how its body is framed.
-    fn inspect_head(&mut self, end: usize) -> State {
-        let mut headers = [httparse::EMPTY_HEADER; 256];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&self.head[..end]) {
+    /// Parses a complete head and decides how its body is framed.
+    fn inspect_head(&mut self, head: &[u8]) -> State {
+        // Uninitialised slots: filling 256 empty headers would cost more than the parse.
+        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 256];
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(head, &mut headers) {
             Ok(httparse::Status::Complete(_)) => {}
             _ => return State::Off,
         }
@@ -258,7 +272,7 @@ fn last_coding_is_chunked(value: &[u8]) -> bool {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 #[cfg(test)]

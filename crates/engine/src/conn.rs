@@ -6,6 +6,10 @@
 //! idle connection, `header_timeout` from the first byte of a request head (or from accept) until
 //! the head is complete. [`ConnActivity`] records the moments those timers start from, and
 //! [`TrackedStream`] notices the first byte of a new head.
+//!
+//! Recording is a few relaxed atomic stores and never wakes anyone: the connection's watchdog
+//! (`listener::drive`) looks at the record on a timer of its own instead, at most
+//! [`Watch`]-interval apart, which is what keeps it off the per-request path.
 
 use std::io;
 use std::pin::Pin;
@@ -16,8 +20,8 @@ use std::time::Duration;
 
 use std::sync::atomic::AtomicBool;
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::audit::FramingAudit;
@@ -37,8 +41,10 @@ pub struct ConnActivity {
     /// 1-based index of the first request whose head had both Content-Length and
     /// Transfer-Encoding (see [`crate::audit`]), or 0.
     ambiguous_request: AtomicU64,
-    /// Wakes the watchdog when a timer's starting point moves (a request ends, a head starts).
-    changed: Notify,
+    /// Set by the watchdog while it takes an idle HTTP/1 connection away from hyper to park it:
+    /// hyper then ends the connection without shutting the socket down (see
+    /// [`TrackedStream::poll_shutdown`]).
+    parking: AtomicBool,
     /// HTTP/2: frames arrive while idle (pings, settings), so there is no "head" to time; only
     /// the keep-alive idle timer applies.
     multiplexed: AtomicBool,
@@ -53,6 +59,8 @@ pub enum Watch {
     Close,
     /// Idle past the keep-alive timeout: close politely (HTTP/2 says GOAWAY first).
     Idle,
+    /// Idle for the park delay: give the connection's buffers back until the client writes again.
+    Park,
 }
 
 impl ConnActivity {
@@ -65,7 +73,7 @@ impl ConnActivity {
             head_since: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             ambiguous_request: AtomicU64::new(0),
-            changed: Notify::new(),
+            parking: AtomicBool::new(false),
             multiplexed: AtomicBool::new(false),
         }
     }
@@ -100,35 +108,65 @@ impl ConnActivity {
             && self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_since.load(Ordering::Relaxed) == NONE
         {
-            self.head_since.store(self.now_ms(), Ordering::Relaxed);
-            self.changed.notify_one();
+            self.head_started();
         }
     }
 
-    /// Resolves when the idle or head timer may have a new starting point.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
+    /// The first byte of a request head is here (or, for a parked connection, readable): the
+    /// header timer starts.
+    pub fn head_started(&self) {
+        self.head_since.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// Decides, at `now`, whether the connection has outstayed its welcome.
-    pub fn watch(&self, now: Instant, keepalive: Duration, header_timeout: Duration) -> Watch {
+    /// When an idle connection's keep-alive runs out.
+    pub fn idle_deadline(&self, keepalive: Duration) -> Instant {
+        self.at(self.idle_since.load(Ordering::Relaxed)) + keepalive
+    }
+
+    pub(crate) fn set_parking(&self, parking: bool) {
+        self.parking.store(parking, Ordering::Relaxed);
+    }
+
+    /// Decides, at `now`, whether the connection has outstayed its welcome, or (with `park_after`)
+    /// has been idle long enough to park.
+    ///
+    /// Nothing tells the watchdog when a request starts or ends, so the instant returned in
+    /// [`Watch::Until`] is never later than `now + min(keepalive, header_timeout)`: a timer that
+    /// starts after `now` cannot expire before that, so no deadline is ever missed. With
+    /// `park_after`, the watchdog looks at least that often, so an idle connection is parked
+    /// between one and two `park_after` after its last response.
+    pub fn watch(
+        &self,
+        now: Instant,
+        keepalive: Duration,
+        header_timeout: Duration,
+        park_after: Option<Duration>,
+    ) -> Watch {
+        let mut interval = keepalive.min(header_timeout);
+        if let Some(park) = park_after {
+            interval = interval.min(park);
+        }
+        let recheck = now + interval.max(Duration::from_millis(10));
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            // Busy: nothing can expire until the response is done; look again later.
-            return Watch::Until(
-                now + keepalive.min(header_timeout).max(Duration::from_millis(50)),
-            );
+            // Busy: nothing can expire until the response is done.
+            return Watch::Until(recheck);
         }
         let (deadline, expired) = match self.head_since.load(Ordering::Relaxed) {
-            NONE => (
-                self.at(self.idle_since.load(Ordering::Relaxed)) + keepalive,
-                Watch::Idle,
-            ),
+            NONE => {
+                let idle = self.idle_since.load(Ordering::Relaxed);
+                if let Some(park) = park_after {
+                    if self.at(idle) + park <= now {
+                        return Watch::Park;
+                    }
+                }
+                (self.at(idle) + keepalive, Watch::Idle)
+            }
             head => (self.at(head) + header_timeout, Watch::Close),
         };
         if deadline <= now {
             expired
         } else {
-            Watch::Until(deadline)
+            Watch::Until(deadline.min(recheck))
         }
     }
 }
@@ -159,7 +197,6 @@ impl Drop for RequestGuard {
         let a = &self.activity;
         a.idle_since.store(a.now_ms(), Ordering::Relaxed);
         a.in_flight.fetch_sub(1, Ordering::Relaxed);
-        a.changed.notify_one();
     }
 }
 
@@ -170,6 +207,9 @@ pub struct TrackedStream<S> {
     inner: S,
     activity: Arc<ConnActivity>,
     audit: FramingAudit,
+    /// Bytes hyper had read but not parsed when the connection was parked, served again first.
+    /// The audit and the timers have seen them already.
+    replay: Bytes,
 }
 
 impl<S> TrackedStream<S> {
@@ -178,7 +218,24 @@ impl<S> TrackedStream<S> {
             inner,
             activity,
             audit: FramingAudit::new(),
+            replay: Bytes::new(),
         }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    pub fn has_replay(&self) -> bool {
+        !self.replay.is_empty()
+    }
+
+    /// Ready to be parked: keeps `unread` for the next reader and lets go of spare buffers.
+    /// `unread` is a view into hyper's whole read buffer (8 KiB or more), which it would keep
+    /// alive even when empty, so what is kept is a copy.
+    pub fn park(&mut self, unread: &[u8]) {
+        self.replay = Bytes::copy_from_slice(unread);
+        self.audit.release_buffer();
     }
 }
 
@@ -189,6 +246,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for TrackedStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            this.replay.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -232,7 +295,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedStream<S> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
+    /// Skipped while the watchdog parks the connection: hyper has been told to end an idle
+    /// connection so that the socket can be taken back from it, and must not close it.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.activity.parking.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
@@ -248,9 +316,12 @@ mod tests {
     async fn first_head_is_timed_from_accept() {
         let a = Arc::new(ConnActivity::new());
         tokio::time::advance(Duration::from_secs(9)).await;
-        assert!(matches!(a.watch(Instant::now(), KA, HEAD), Watch::Until(_)));
+        assert!(matches!(
+            a.watch(Instant::now(), KA, HEAD, None),
+            Watch::Until(_)
+        ));
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(a.watch(Instant::now(), KA, HEAD), Watch::Close);
+        assert_eq!(a.watch(Instant::now(), KA, HEAD, None), Watch::Close);
     }
 
     #[tokio::test(start_paused = true)]
@@ -259,13 +330,13 @@ mod tests {
         drop(a.begin_request());
         tokio::time::advance(Duration::from_secs(30)).await;
         assert!(
-            matches!(a.watch(Instant::now(), KA, HEAD), Watch::Until(_)),
+            matches!(a.watch(Instant::now(), KA, HEAD, None), Watch::Until(_)),
             "idle, not a head"
         );
         a.on_read();
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(
-            a.watch(Instant::now(), KA, HEAD),
+            a.watch(Instant::now(), KA, HEAD, None),
             Watch::Close,
             "head started and stalled"
         );
@@ -273,7 +344,7 @@ mod tests {
         drop(b.begin_request());
         tokio::time::advance(Duration::from_secs(61)).await;
         assert_eq!(
-            b.watch(Instant::now(), KA, HEAD),
+            b.watch(Instant::now(), KA, HEAD, None),
             Watch::Idle,
             "idle too long"
         );
@@ -284,8 +355,73 @@ mod tests {
         let a = Arc::new(ConnActivity::new());
         let guard = a.begin_request();
         tokio::time::advance(Duration::from_secs(600)).await;
-        assert!(matches!(a.watch(Instant::now(), KA, HEAD), Watch::Until(_)));
+        assert!(matches!(
+            a.watch(Instant::now(), KA, HEAD, None),
+            Watch::Until(_)
+        ));
         drop(guard);
-        assert!(matches!(a.watch(Instant::now(), KA, HEAD), Watch::Until(_)));
+        assert!(matches!(
+            a.watch(Instant::now(), KA, HEAD, None),
+            Watch::Until(_)
+        ));
+    }
+
+    const PARK: Option<Duration> = Some(Duration::from_millis(250));
+
+    #[tokio::test(start_paused = true)]
+    async fn parks_only_when_idle_for_the_park_delay() {
+        let a = Arc::new(ConnActivity::new());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            matches!(a.watch(Instant::now(), KA, HEAD, PARK), Watch::Until(_)),
+            "waiting for the first head: not idle"
+        );
+        let guard = a.begin_request();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            matches!(a.watch(Instant::now(), KA, HEAD, PARK), Watch::Until(_)),
+            "busy"
+        );
+        drop(guard);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(matches!(
+            a.watch(Instant::now(), KA, HEAD, PARK),
+            Watch::Until(_)
+        ));
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert_eq!(a.watch(Instant::now(), KA, HEAD, PARK), Watch::Park);
+        assert!(
+            matches!(a.watch(Instant::now(), KA, HEAD, None), Watch::Until(_)),
+            "HTTP/2 never parks"
+        );
+        a.on_read();
+        assert!(
+            matches!(a.watch(Instant::now(), KA, HEAD, PARK), Watch::Until(_)),
+            "a head has started"
+        );
+    }
+
+    /// Nothing wakes the watchdog, so it must look again before any timer that could start in the
+    /// meantime could expire.
+    #[tokio::test(start_paused = true)]
+    async fn looks_again_before_a_new_timer_could_expire() {
+        let short = Duration::from_millis(300);
+        let a = Arc::new(ConnActivity::new());
+        drop(a.begin_request());
+        let now = Instant::now();
+        for park in [None, PARK] {
+            let Watch::Until(at) = a.watch(now, KA, short, park) else {
+                panic!("idle within keep-alive");
+            };
+            assert!(
+                at <= now + short,
+                "idle: a head starting now would expire at +300 ms"
+            );
+        }
+        let _busy = a.begin_request();
+        let Watch::Until(at) = a.watch(now, KA, short, None) else {
+            panic!("busy");
+        };
+        assert!(at <= now + short);
     }
 }

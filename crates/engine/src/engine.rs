@@ -29,8 +29,31 @@ use gatehouse_tls::{Terminator, TlsStats};
 /// files for changes.
 const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How many more parked connections than at the last heap release make another worthwhile: each
+/// freed about 16 KiB of buffers (see [`Engine::set_heap_release`]).
+const HEAP_RELEASE_BATCH: u64 = 1024;
+
 /// Certificates expiring sooner than this are logged and flagged in stats.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// Runs the heap release when the number of parked connections grew by [`HEAP_RELEASE_BATCH`]
+/// since the last one (`released_at`); returns the number to compare with next time.
+///
+/// Only growth counts: a trim locks each allocator arena while it runs (4–16 ms with 10,000
+/// parked connections), so it is kept for the moment memory was actually given up and stays
+/// unused (a burst of connections gone idle), not run under steady churn, where freed memory is
+/// reused at once anyway.
+fn release_heap_if_worth_it(shared: &Shared, released_at: u64) -> u64 {
+    let parked = Stats::get(&shared.stats.connections_parked);
+    let Some(&release) = shared.heap_release.get() else {
+        return parked;
+    };
+    if parked < released_at.saturating_add(HEAP_RELEASE_BATCH) {
+        return released_at.min(parked);
+    }
+    tokio::task::spawn_blocking(release);
+    parked
+}
 
 fn warn_expiring(address: &str, tls: &Terminator) {
     for (names, not_after) in tls.expiring(std::time::SystemTime::now(), EXPIRY_WARNING) {
@@ -84,6 +107,8 @@ pub struct Shared {
     pub tls_stats: Arc<TlsStats>,
     /// The listeners, for the background certificate-rotation check.
     pub listeners: ArcSwap<Vec<Arc<ListenerRuntime>>>,
+    /// Gives freed heap memory back to the OS (see [`Engine::set_heap_release`]).
+    heap_release: std::sync::OnceLock<fn()>,
 }
 
 /// What only start/reload/stop touch.
@@ -188,6 +213,7 @@ impl Engine {
             connection_slots: Arc::new(Semaphore::new(max_connections as usize)),
             tls_stats: Arc::default(),
             listeners: ArcSwap::from_pointee(Vec::new()),
+            heap_release: std::sync::OnceLock::new(),
         });
         let engine = Engine {
             runtime: Some(runtime),
@@ -308,11 +334,13 @@ impl Engine {
         let stop = self.sweeper.clone();
         self.handle().spawn(async move {
             let mut tick = tokio::time::interval(POOL_SWEEP_INTERVAL);
+            let mut released_at = 0;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = stop.cancelled() => break,
                 }
+                released_at = release_heap_if_worth_it(&shared, released_at);
                 for upstream in shared.state.load().upstreams.values() {
                     upstream.handles.iter().for_each(|h| h.pool.evict_expired());
                 }
@@ -331,6 +359,16 @@ impl Engine {
                 }
             }
         });
+    }
+
+    /// Installs the function that gives the allocator's free memory back to the OS (glibc's
+    /// `malloc_trim`, from the bindings). Idle connections free their buffers when they park (see
+    /// `listener::PARK_AFTER`), but glibc keeps freed memory between live allocations resident,
+    /// so without it RSS would stay at its high-water mark; Envoy's `shrink_heap` overload action
+    /// exists for the same reason. Called from a blocking thread, at most once a second, and only
+    /// after [`HEAP_RELEASE_BATCH`] connections parked or closed. The first call wins.
+    pub fn set_heap_release(&self, release: fn()) {
+        let _ = self.shared.heap_release.set(release);
     }
 
     /// Swaps in a new configuration atomically. Requests in flight finish on the old one. On any
@@ -581,7 +619,10 @@ impl Engine {
         });
         json!({
             "listeners": listeners,
-            "connections": { "active": get(&s.connections_active), "total": get(&s.connections_total) },
+            "connections": {
+                "active": get(&s.connections_active), "total": get(&s.connections_total),
+                "parked": get(&s.connections_parked),
+            },
             "requests": {
                 "total": get(&s.requests_total),
                 "by_status": {

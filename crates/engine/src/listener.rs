@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use arc_swap::ArcSwapOption;
-use gatehouse_tls::Terminator;
+use gatehouse_tls::{Terminator, TlsStream};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::conn::{ConnActivity, TrackedStream, Watch};
 use crate::engine::Shared;
 use crate::proxy::{self, ConnContext, ConnSlot};
-use crate::stats::ConnectionCount;
+use crate::stats::{ConnectionCount, ParkedCount};
 
 /// Pending connections the kernel queues for us (capped by `net.core.somaxconn`).
 const BACKLOG: i32 = 4096;
@@ -145,23 +146,9 @@ async fn serve_connection(stream: TcpStream, ctx: ConnContext, draining: Cancell
     let limits = ctx.shared.state.load().limits.clone();
     let header_timeout = limits.header_timeout();
     match ctx.listener.tls.load_full() {
-        Some(tls) => {
-            // The handshake counts against the header timeout, like the request head after it.
-            let accepted = tokio::time::timeout(header_timeout, tls.accept(stream)).await;
-            let stream = match accepted {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %ctx.peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tls.count_timeout();
-                    return;
-                }
-            };
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_http(stream, h2, ctx.with_scheme("https"), &limits, draining).await;
-        }
+        // Boxed: a task is as large as its largest state, and the handshake's state is large.
+        // Plain connections (and parked ones) should not carry it.
+        Some(tls) => Box::pin(serve_tls(stream, tls, ctx, limits, draining)).await,
         None => {
             let h2 =
                 match tokio::time::timeout(header_timeout, starts_with_h2_preface(&stream)).await {
@@ -171,6 +158,30 @@ async fn serve_connection(stream: TcpStream, ctx: ConnContext, draining: Cancell
             serve_http(stream, h2, ctx, &limits, draining).await;
         }
     }
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    tls: Arc<Terminator>,
+    ctx: ConnContext,
+    limits: crate::config::LimitsConfig,
+    draining: CancellationToken,
+) {
+    // The handshake counts against the header timeout, like the request head after it.
+    let accepted = tokio::time::timeout(limits.header_timeout(), tls.accept(stream)).await;
+    let stream = match accepted {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %ctx.peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tls.count_timeout();
+            return;
+        }
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    serve_http(stream, h2, ctx.with_scheme("https"), &limits, draining).await;
 }
 
 /// The client connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
@@ -231,12 +242,55 @@ where
 /// How long an idle connection may take to close gracefully before it is dropped.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// An HTTP/1 connection idle this long is parked: hyper's connection (its 8 KiB read and write
+/// buffers, the dispatcher) is dropped and the socket waits with no buffer at all until the client
+/// writes again, as nginx frees a connection's request buffers when it goes idle. Short enough
+/// that idle connections cost little within a second; long enough that a busy keep-alive
+/// connection (the next request within milliseconds) never pays for a new hyper connection.
+const PARK_AFTER: Duration = Duration::from_millis(250);
+
 /// HTTP/2 limits: enough concurrency for browsers and gRPC, bounded headers, and hyper's
 /// defences against rapid reset (CVE-2023-44487) and CONTINUATION floods kept tight.
 const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
 const H2_MAX_PENDING_RESETS: usize = 20;
 const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+
+/// A client stream that can tell when its socket has bytes without reading them (and so without
+/// a buffer): what a parked connection waits on.
+pub trait ReadReady {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+/// An idle TLS connection has no plaintext waiting in rustls (hyper read until it would block,
+/// and nothing has arrived since), so the next bytes to look for are on the socket.
+impl ReadReady for TlsStream<TcpStream> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_ref().0.poll_read_ready(cx)
+    }
+}
+
+impl<S: ReadReady> ReadReady for TrackedStream<S> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.has_replay() {
+            return Poll::Ready(Ok(()));
+        }
+        self.get_ref().poll_read_ready(cx)
+    }
+}
+
+/// The downstream timers of one connection.
+#[derive(Debug, Clone, Copy)]
+struct Timers {
+    keepalive: Duration,
+    header_timeout: Duration,
+}
 
 async fn serve_http<S>(
     stream: S,
@@ -245,19 +299,22 @@ async fn serve_http<S>(
     limits: &crate::config::LimitsConfig,
     draining: CancellationToken,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
 {
     let activity = Arc::clone(&ctx.activity);
+    let shared = Arc::clone(&ctx.shared);
     let peer = ctx.peer;
-    let io = TokioIo::new(TrackedStream::new(stream, Arc::clone(&activity)));
+    let io = TrackedStream::new(stream, Arc::clone(&activity));
     let ctx = Arc::new(ctx);
     let service = service_fn(move |req| {
         let ctx = Arc::clone(&ctx);
         async move { Ok::<_, Infallible>(proxy::handle(req, ctx).await) }
     });
     let max_header = usize::try_from(limits.max_header_size).unwrap_or(usize::MAX);
-    let keepalive = limits.keepalive_timeout();
-    let header_timeout = limits.header_timeout();
+    let timers = Timers {
+        keepalive: limits.keepalive_timeout(),
+        header_timeout: limits.header_timeout(),
+    };
     if h2 {
         activity.set_multiplexed();
         let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -269,37 +326,104 @@ async fn serve_http<S>(
             .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
             .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
             .keep_alive_timeout(H2_KEEPALIVE_INTERVAL);
-        let conn = builder.serve_connection(io, service);
-        drive(conn, &activity, keepalive, header_timeout, draining, peer).await;
-    } else {
-        let mut builder = http1::Builder::new();
-        builder
-            .max_buf_size(max_header.saturating_add(1024).max(MIN_READ_BUFFER))
-            // hyper's default of 100 headers keeps its parse arrays on the stack; more would put
-            // ~12 KiB on the heap for every request (measured in docs/performance.md).
-            .max_header_size(max_header);
-        let conn = builder.serve_connection(io, service).with_upgrades();
-        drive(conn, &activity, keepalive, header_timeout, draining, peer).await;
+        let conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
+        // Boxed, like the TLS path: HTTP/1 connections (parked ones above all) should not carry
+        // the size of this state in their task.
+        Box::pin(drive(conn, &activity, timers, None, &draining, peer)).await;
+        return;
+    }
+    let mut builder = http1::Builder::new();
+    builder
+        .max_buf_size(max_header.saturating_add(1024).max(MIN_READ_BUFFER))
+        // hyper's default of 100 headers keeps its parse arrays on the stack; more would put
+        // ~12 KiB on the heap for every request (measured in docs/performance.md).
+        .max_header_size(max_header);
+    let (mut io, mut service) = (io, service);
+    loop {
+        // Boxed, so that parking frees it.
+        let conn = Box::pin(
+            builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades(),
+        );
+        // The watchdog's state is boxed too: a parked connection's task keeps only its own.
+        let driven = Box::pin(drive(
+            conn,
+            &activity,
+            timers,
+            Some(PARK_AFTER),
+            &draining,
+            peer,
+        ));
+        let Some(conn) = driven.await else {
+            return;
+        };
+        // hyper ended the idle connection without shutting the socket: take it back.
+        activity.set_parking(false);
+        let Some(parts) = Pin::into_inner(conn).into_parts() else {
+            return; // upgraded meanwhile: the tunnel owns the socket
+        };
+        let http1::Parts {
+            io: tokio_io,
+            read_buf,
+            service: kept,
+            ..
+        } = parts;
+        io = tokio_io.into_inner();
+        io.park(&read_buf);
+        // A view into hyper's read buffer: dropped now, not after the wait, or the buffer stays.
+        drop(read_buf);
+        service = kept;
+        let parked = ParkedCount::park(&shared.stats);
+        let resumed = wait_parked(&io, &activity, timers.keepalive, &draining).await;
+        drop(parked);
+        if !resumed {
+            // Keep-alive ran out or the engine drains: close as hyper would have.
+            let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, io.shutdown()).await;
+            return;
+        }
+        // The client wrote: its request head is timed from now.
+        activity.head_started();
     }
 }
 
-/// Runs a connection next to its watchdog: idle and header timers, and graceful drain.
-async fn drive<C: Graceful>(
-    conn: C,
+/// Waits, holding no buffer, for a parked connection's client to write again. False when the
+/// connection should close instead: keep-alive ran out, or the engine drains.
+async fn wait_parked<S: ReadReady>(
+    io: &S,
     activity: &ConnActivity,
     keepalive: Duration,
-    header_timeout: Duration,
-    draining: CancellationToken,
+    draining: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        biased;
+        _ = draining.cancelled() => false,
+        ready = std::future::poll_fn(|cx| io.poll_read_ready(cx)) => ready.is_ok(),
+        _ = tokio::time::sleep_until(activity.idle_deadline(keepalive)) => false,
+    }
+}
+
+/// Runs a connection next to its watchdog: idle and header timers, graceful drain, and (with
+/// `park_after`) parking when idle. Returns the connection when it ended because it was parked.
+async fn drive<C: Graceful>(
+    mut conn: Pin<Box<C>>,
+    activity: &ConnActivity,
+    timers: Timers,
+    park_after: Option<Duration>,
+    draining: &CancellationToken,
     peer: SocketAddr,
-) {
-    tokio::pin!(conn);
+) -> Option<Pin<Box<C>>> {
     let mut closing = false;
+    let mut parking = false;
     let mut idle_close_by = None;
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
     loop {
         let now = tokio::time::Instant::now();
-        let next = match activity.watch(now, keepalive, header_timeout) {
+        let park = park_after.filter(|_| !closing && !parking);
+        let next = match activity.watch(now, timers.keepalive, timers.header_timeout, park) {
             // Stalled mid-head: nothing in flight to lose.
-            Watch::Close => break,
+            Watch::Close => return None,
             // Idle: a graceful close (HTTP/2 sends GOAWAY, so a client never has a request cut
             // by a silent close), bounded in case the peer does not cooperate.
             Watch::Idle => match idle_close_by {
@@ -312,25 +436,55 @@ async fn drive<C: Graceful>(
                     idle_close_by = Some(by);
                     by
                 }
-                Some(by) if now >= by => break,
+                Some(by) if now >= by => return None,
                 Some(by) => by,
             },
+            // Tell hyper to end the idle connection; the socket's shutdown is skipped meanwhile.
+            Watch::Park => {
+                activity.set_parking(true);
+                conn.as_mut().graceful();
+                parking = true;
+                now + IDLE_CLOSE_GRACE
+            }
             Watch::Until(at) => at,
         };
+        timer.as_mut().reset(next);
         tokio::select! {
+            biased;
             result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, %peer, "connection ended");
-                }
-                break;
+                return match result {
+                    Ok(()) if parking && !closing => Some(conn),
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::debug!(error = %e, %peer, "connection ended");
+                        None
+                    }
+                };
             }
             _ = draining.cancelled(), if !closing => {
                 // Finish what is in flight (HTTP/1: `Connection: close`; HTTP/2: GOAWAY), then close.
                 conn.as_mut().graceful();
                 closing = true;
             }
-            _ = tokio::time::sleep_until(next) => {}
-            _ = activity.changed() => {}
+            _ = &mut timer => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<A, B, C, F: Future>(_: impl Fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every open connection holds one task as large as `serve_connection`'s largest state, parked
+    /// or not: the bulk of an idle connection's memory once hyper's buffers are gone. The TLS
+    /// handshake, HTTP/2 and the watchdog are boxed so that they do not set that size.
+    #[test]
+    fn a_connection_task_stays_small() {
+        let size = future_size(serve_connection);
+        assert!(size <= 1536, "serve_connection's future is {size} bytes");
     }
 }

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     pub connections_active: AtomicU64,
     pub connections_total: AtomicU64,
+    /// Idle HTTP/1 connections parked without buffers (see `listener::PARK_AFTER`).
+    pub connections_parked: AtomicU64,
     pub requests_total: AtomicU64,
     /// Responses by status class: index 0 is 1xx … index 4 is 5xx.
     pub responses: [AtomicU64; 5],
@@ -22,6 +24,23 @@ impl Stats {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a parked connection for as long as it stays parked.
+#[derive(Debug)]
+pub struct ParkedCount<'a>(&'a Stats);
+
+impl<'a> ParkedCount<'a> {
+    pub fn park(stats: &'a Stats) -> Self {
+        stats.connections_parked.fetch_add(1, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for ParkedCount<'_> {
+    fn drop(&mut self) {
+        self.0.connections_parked.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
