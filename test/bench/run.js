@@ -24,13 +24,17 @@ const HELP = `usage: npm run bench -- [options]
                         with --quick)
   --proxies a,b         only these proxies (${PROXIES.map((p) => p.name).join(', ')})
   --scenarios a,b       only these scenarios (${SCENARIOS.map((s) => s.id).join(', ')})
-  --idle-count N        connections held in idle-10k (default 10000, bounded by ulimit -n)
+  --idle-count N        connections held in idle-10k (default 10000, 2000 with --quick; bounded
+                        by ulimit -n)
   --profile             instead of the scenarios: under h1-small-64, count system calls and
                         context switches per request of every proxy (perf stat) and print the
                         hottest symbols of gatehouse and nginx (perf record; needs linux-perf)
   --profile-connections N  connections for --profile (default 64)
   --no-install          never apt-get or npm install missing peers (skip them instead)
   -h, --help            this text
+
+The TLS scenarios (tls13-new-conn, h2-tls-10-streams) make a self-signed ECDSA P-256 certificate
+with the openssl CLI and drive HTTP/2 with h2load (nghttp2-client).
 
 Results: a table per scenario, the PRODUCT.md targets, and JSON + Markdown in bench-results/.`;
 
@@ -80,6 +84,10 @@ async function runScenario(def, scn, runnable, ctx) {
     for (const proxy of runnable) {
       if (gatehouseOnly && proxy.name !== 'gatehouse') continue;
       if (def.kind === 'cache' ? !proxy.caches : proxy.cacheOnly) continue;
+      if (proxy.unsupported?.[def.kind]) {
+        if (round === 0) scn.notes.push(`${proxy.name} skipped: ${proxy.unsupported[def.kind]}`);
+        continue;
+      }
       try {
         const r = await RUNNERS[def.kind](def, proxy, ctx);
         if (def.kind === 'blocked') scn.results.push(...r);
@@ -103,17 +111,24 @@ async function main() {
   const machine = machineFacts();
   if (machine.nproc < 2) throw new Error('the harness needs 2 CPUs (proxy on CPU 0, origin and load on CPU 1)');
   if (!opts['no-install']) {
+    // Only what the chosen proxies need (the origin is an nginx too, when there is one).
+    const wanted = (name) => !wantProxies || wantProxies.includes(name);
     ensureDebian(
-      { wrk: 'wrk', h2load: 'nghttp2-client', nginx: 'nginx-light', haproxy: 'haproxy', varnishd: 'varnish', taskset: 'util-linux', ...(opts.profile ? { perf: 'linux-perf' } : {}) },
+      {
+        wrk: 'wrk', h2load: 'nghttp2-client', nginx: 'nginx-light', taskset: 'util-linux', openssl: 'openssl',
+        ...(wanted('haproxy') ? { haproxy: 'haproxy' } : {}),
+        ...(wanted('varnish') ? { varnishd: 'varnish' } : {}),
+        ...(opts.profile ? { perf: 'linux-perf' } : {}),
+      },
       log,
     );
-    ensureNodePeers(log);
+    if (PROXIES.some((p) => p.npm && wanted(p.name))) ensureNodePeers(log);
   }
   if (!which('wrk')) throw new Error('wrk is not installed (apt-get install wrk)');
   if (!which('taskset')) throw new Error('taskset is not installed (apt-get install util-linux)');
 
   const limits = nofileLimits();
-  const idleCount = Math.min(Number(opts['idle-count'] ?? 10_000), limits.soft - 1000);
+  const idleCount = Math.min(Number(opts['idle-count'] ?? (opts.quick ? 2000 : 10_000)), limits.soft - 1000);
   const ctx = {
     durationS: Number(opts.duration ?? (opts.quick ? 2 : 10)),
     warmupS: Number(opts.warmup ?? (opts.quick ? 1 : 2)),
@@ -136,7 +151,7 @@ async function main() {
   };
   log(`machine: ${machine.cpu_model}, ${machine.nproc} CPUs, kernel ${machine.kernel}, load ${machine.loadavg_at_start.join(' ')}`);
   log(`versions: ${Object.entries(versions).map(([k, v]) => `${k} ${v || 'missing'}`).join('; ')}`);
-  if (idleCount < 10_000) log(`ulimit -n is ${limits.soft}: idle-10k holds ${idleCount} connections`);
+  if (idleCount < 10_000) log(`idle-10k holds ${idleCount} connections${idleCount < Number(opts['idle-count'] ?? (opts.quick ? 2000 : 10_000)) ? ` (ulimit -n is ${limits.soft})` : ''}`);
 
   const origin = await startOrigin(dir);
   ctx.origin = origin;
@@ -203,6 +218,7 @@ async function main() {
         warmup_s: ctx.warmupS,
         repeat: ctx.repeat,
         cpu_accounting: 'utime+stime from /proc/<pid>/stat summed over the proxy process tree, before/after the measured wrk run',
+        tls: 'TLS 1.3 only, a self-signed ECDSA P-256 certificate made by the openssl CLI at run time; upstream HTTP/1.1 keep-alive',
       },
       scenarios,
       targets,

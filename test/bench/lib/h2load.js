@@ -1,4 +1,5 @@
-// Running h2load (HTTP/1.1 mode) at a fixed request rate on the load core, and reading its report.
+// Running h2load on the load core, and reading its report: HTTP/1.1 at a fixed request rate (the
+// rate scenario), or HTTP/2 over TLS with several concurrent streams per connection, saturating.
 import { LOAD_CPU, spawnPinned } from './system.js';
 
 const UNIT = { us: 1e-3, ms: 1, s: 1000 };
@@ -12,7 +13,12 @@ export function parseH2load(out) {
   const req = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
   const codes = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out);
   const lat = /time for request:\s+(\S+)\s+(\S+)\s+(\S+)/.exec(out);
+  const fact = (name) => new RegExp(`^${name}: (.+)$`, 'm').exec(out)?.[1]?.trim() ?? null;
   return {
+    // What the first connection negotiated (printed for TLS only).
+    tls_protocol: fact('TLS Protocol'),
+    cipher: fact('Cipher'),
+    alpn: fact('Application protocol'),
     seconds: fin ? Number(fin[1]) : 0,
     rps: fin ? Number(fin[2]) : 0,
     requests: req ? Number(req[4]) : 0,
@@ -24,10 +30,17 @@ export function parseH2load(out) {
   };
 }
 
-/** `h2load --h1` with `connections` clients sending `rate` requests/s in all, for `seconds`. */
-export function runH2load({ url, connections, rate, seconds }) {
-  const perClient = Math.max(1, Math.round(rate / connections));
-  const args = ['--h1', '-t', '1', '-c', String(connections), '--rps', String(perClient), '-D', String(seconds), url];
+/**
+ * `h2load -t 1 -c <connections> -D <seconds>` against `url`, HTTP/1.1 (`--h1`) unless `h2` is set.
+ * With `rate`, the clients send that many requests/s in all (`--rps` per client); with `streams`,
+ * each connection keeps that many requests in flight (`-m`; HTTP/2 streams, or pipelined HTTP/1.1).
+ * With `h2`, the run fails unless ALPN picked h2.
+ */
+export function runH2load({ url, connections, seconds, rate, streams, h2 = false }) {
+  const args = [...(h2 ? [] : ['--h1']), '-t', '1', '-c', String(connections), '-D', String(seconds)];
+  if (rate) args.push('--rps', String(Math.max(1, Math.round(rate / connections))));
+  if (streams) args.push('-m', String(streams));
+  args.push(url);
   return new Promise((resolve, reject) => {
     const child = spawnPinned(LOAD_CPU, 'h2load', args);
     let out = '';
@@ -38,6 +51,7 @@ export function runH2load({ url, connections, rate, seconds }) {
       clearTimeout(killer);
       const report = parseH2load(out);
       if (code !== 0 || report.requests === 0) return reject(new Error(`h2load failed (exit ${code}):\n${out.slice(-500)}${child.output.slice(-300)}`));
+      if (h2 && report.alpn !== 'h2') return reject(new Error(`h2load did not get HTTP/2 (ALPN: ${report.alpn ?? 'none'})`));
       resolve(report);
     });
   });

@@ -38,10 +38,16 @@ export function snapshotGatehouse(dir) {
   };
 }
 
-function gatehouseConfig(port, adminPort, originUrl, balance, cache) {
+/**
+ * `tls` ({ cert, key }): the listener terminates TLS 1.3 only; gatehouse offers h2 and http/1.1
+ * by ALPN on every TLS listener (there is no setting for it).
+ */
+function gatehouseConfig(port, adminPort, originUrl, balance, cache, tls) {
+  const listener = { address: `127.0.0.1:${port}` };
+  if (tls) listener.tls = { certificates: [{ cert: tls.cert, key: tls.key }], min_version: '1.3' };
   return {
     workers: 1,
-    listeners: [{ address: `127.0.0.1:${port}` }],
+    listeners: [listener],
     upstreams: {
       origin: {
         ...(balance ? { balance } : {}),
@@ -60,7 +66,8 @@ function gatehouseConfig(port, adminPort, originUrl, balance, cache) {
   };
 }
 
-function nginxConfig(dir, port, originPort, cache) {
+/** `tls` ({ cert, key, h2 }): `listen … ssl` (and `http2` with h2), TLS 1.3 only. */
+function nginxConfig(dir, port, originPort, cache, tls) {
   return `
 worker_processes 1;
 daemon off;
@@ -86,7 +93,10 @@ http {
     keepalive_timeout 120s;
   }
   server {
-    listen 127.0.0.1:${port} backlog=4096;
+    listen 127.0.0.1:${port}${tls ? ` ssl${tls.h2 ? ' http2' : ''}` : ''} backlog=4096;${tls ? `
+    ssl_certificate ${tls.cert};
+    ssl_certificate_key ${tls.key};
+    ssl_protocols TLSv1.3;` : ''}
     location / {
       proxy_pass http://origin;
       proxy_http_version 1.1;
@@ -105,7 +115,8 @@ http {
 `;
 }
 
-function haproxyConfig(port, originPort, cache) {
+/** `tls` ({ pem, h2 }): `bind … ssl crt` (certificate and key in one file), TLS 1.3 only. */
+function haproxyConfig(port, originPort, cache, tls) {
   return `
 global
   nbthread 1
@@ -122,12 +133,12 @@ defaults
   timeout http-keep-alive 120s
   timeout http-request 10s
 frontend bench
-  bind 127.0.0.1:${port}
+  bind 127.0.0.1:${port}${tls ? ` ssl crt ${tls.pem} ssl-min-ver TLSv1.3 alpn ${tls.h2 ? 'h2,http/1.1' : 'http/1.1'}` : ''}
   maxconn ${MAX_CONNS}
   option forwardfor
   unique-id-format %{+X}o%ci:%cp_%fi:%fp_%Ts_%rt:%pid
   unique-id-header X-Request-Id
-  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Proto ${tls ? 'https' : 'http'}
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
   default_backend origin
 backend origin
@@ -136,7 +147,7 @@ backend origin
 ${cache ? 'cache bench\n  total-max-size 64\n  max-object-size 1048576\n  max-age 3600\n' : ''}`;
 }
 
-async function startPinned(name, port, cmd, args) {
+async function startPinned(name, port, cmd, args, { tls } = {}) {
   const child = spawnPinned(PROXY_CPU, cmd, args);
   try {
     await waitForPort(port, 20_000, child);
@@ -144,10 +155,15 @@ async function startPinned(name, port, cmd, args) {
     await stopChild(child);
     throw new Error(`${name} did not start: ${e.message}\n${child.output}`);
   }
-  return { name, port, url: `http://127.0.0.1:${port}`, pid: child.pid, child, stop: () => stopChild(child) };
+  return { name, port, url: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`, pid: child.pid, child, stop: () => stopChild(child) };
 }
 
-/** The proxies in table order. `available()` returns null when it can run, or why not. */
+/**
+ * The proxies in table order. `available()` returns null when it can run, or why not;
+ * `unsupported[kind]` says why a proxy sits out a scenario kind. `start(ctx, opts)` takes
+ * `tls: { cert, key, pem, h2 }` for a TLS 1.3 listener (the certificate's PEM files, `pem` being
+ * both in one; `h2` offers HTTP/2 by ALPN); the upstream side stays HTTP/1.1 keep-alive.
+ */
 export const PROXIES = [
   {
     name: 'gatehouse',
@@ -157,15 +173,16 @@ export const PROXIES = [
         : 'not built (run `npm run build` first)',
     caches: true,
     /** `balance` replaces the built-in round robin (the policy scenario); `cache` enables the cache. */
-    async start({ dir, origin, gatehouseRoot = REPO }, { balance, cache } = {}) {
+    async start({ dir, origin, gatehouseRoot = REPO }, { balance, cache, tls } = {}) {
       const port = await freePort();
       let adminPort = await freePort();
       while (adminPort === port) adminPort = await freePort();
       const conf = join(dir, `gatehouse-${port}.json`);
-      writeFileSync(conf, JSON.stringify(gatehouseConfig(port, adminPort, origin.url, balance, cache), null, 2));
-      return startPinned('gatehouse', port, process.execPath, [
+      writeFileSync(conf, JSON.stringify(gatehouseConfig(port, adminPort, origin.url, balance, cache, tls), null, 2));
+      const h = await startPinned('gatehouse', port, process.execPath, [
         join(gatehouseRoot, 'bin/gatehouse.js'), 'start', '-c', conf, '--drain-timeout', '1000',
-      ]);
+      ], { tls });
+      return { ...h, adminUrl: `http://127.0.0.1:${adminPort}` };
     },
   },
   {
@@ -173,11 +190,11 @@ export const PROXIES = [
     debian: 'nginx-light',
     available: () => (which('nginx') ? null : 'nginx is not installed (apt-get install nginx-light)'),
     caches: true,
-    async start({ dir, origin }, { cache } = {}) {
+    async start({ dir, origin }, { cache, tls } = {}) {
       const port = await freePort();
       const conf = join(dir, `nginx-${port}.conf`);
-      writeFileSync(conf, nginxConfig(dir, port, origin.port, cache));
-      return startPinned('nginx', port, 'nginx', ['-p', dir, '-e', join(dir, 'nginx-error.log'), '-c', conf]);
+      writeFileSync(conf, nginxConfig(dir, port, origin.port, cache, tls));
+      return startPinned('nginx', port, 'nginx', ['-p', dir, '-e', join(dir, 'nginx-error.log'), '-c', conf], { tls });
     },
   },
   {
@@ -185,11 +202,11 @@ export const PROXIES = [
     debian: 'haproxy',
     available: () => (which('haproxy') ? null : 'haproxy is not installed (apt-get install haproxy)'),
     caches: true,
-    async start({ dir, origin }, { cache } = {}) {
+    async start({ dir, origin }, { cache, tls } = {}) {
       const port = await freePort();
       const conf = join(dir, `haproxy-${port}.cfg`);
-      writeFileSync(conf, haproxyConfig(port, origin.port, cache));
-      return startPinned('haproxy', port, 'haproxy', ['-db', '-f', conf]);
+      writeFileSync(conf, haproxyConfig(port, origin.port, cache, tls));
+      return startPinned('haproxy', port, 'haproxy', ['-db', '-f', conf], { tls });
     },
   },
   {
@@ -214,9 +231,13 @@ export const PROXIES = [
     npm: 'http-proxy',
     jit: true,
     available: () => (existsSync(join(BENCH_MODULES, 'http-proxy')) ? null : 'http-proxy is not installed in test/bench'),
-    async start({ origin }) {
+    unsupported: { h2: 'http-proxy cannot serve HTTP/2 (it proxies HTTP/1.x requests only)' },
+    /** With `tls`, an `https.createServer` (TLS 1.3 only) in front of the same proxy. */
+    async start({ origin }, { tls } = {}) {
       const port = await freePort();
-      return startPinned('node-http-proxy', port, process.execPath, [join(PEERS, 'node-http-proxy.js'), String(port), origin.url]);
+      if (tls?.h2) throw new Error('http-proxy cannot serve HTTP/2');
+      const args = [join(PEERS, 'node-http-proxy.js'), String(port), origin.url, ...(tls ? [tls.cert, tls.key] : [])];
+      return startPinned('node-http-proxy', port, process.execPath, args, { tls });
     },
   },
   {
@@ -225,9 +246,11 @@ export const PROXIES = [
     jit: true,
     available: () =>
       existsSync(join(BENCH_MODULES, '@fastify/reply-from')) ? null : '@fastify/reply-from is not installed in test/bench',
-    async start({ origin }) {
+    /** With `tls`, fastify's `https` (TLS 1.3 only); with `tls.h2`, `http2: true` as well (HTTP/1.1 still allowed). */
+    async start({ origin }, { tls } = {}) {
       const port = await freePort();
-      return startPinned('fastify-reply-from', port, process.execPath, [join(PEERS, 'fastify-reply-from.js'), String(port), origin.url]);
+      const args = [join(PEERS, 'fastify-reply-from.js'), String(port), origin.url, ...(tls ? [tls.cert, tls.key, tls.h2 ? 'h2' : 'h1'] : [])];
+      return startPinned('fastify-reply-from', port, process.execPath, args, { tls });
     },
   },
 ];

@@ -4,6 +4,7 @@ import readline from 'node:readline';
 import {
   CLK_TCK, LOAD_CPU, PROXY_CPU, cpuBusyTicks, reschedIpis, freePort, sleep, spawnPinned, stopChild, threadTicks, which, treeRss, treeTimes,
 } from './system.js';
+import { benchCert, probeTls } from './certs.js';
 import { runH2load } from './h2load.js';
 import { runWrk } from './wrk.js';
 
@@ -19,8 +20,10 @@ export const SCENARIOS = [
   { id: 'idle-10k', kind: 'idle', title: '10,000 idle keep-alive connections (after one request each)', count: 10_000 },
   { id: 'h1-1mb', kind: 'load', title: 'HTTP/1.1 keep-alive, 1 MiB responses, 16 connections', path: '/1mb', connections: 16 },
   { id: 'js-blocked', kind: 'blocked', title: 'gatehouse embedded, JavaScript thread blocked while traffic runs (64 connections)', path: '/small', connections: 64 },
-  { id: 'tls13-new-conn', kind: 'skip', title: 'new TLS 1.3 connections, one request each', skipped: 'not implemented yet (in the harness: TLS termination landed with issue 4 while it was written)' },
-  { id: 'h2-tls-10-streams', kind: 'skip', title: 'HTTP/2 over TLS, 10 streams per connection (h2load)', skipped: 'not implemented yet (in the harness: HTTP/2 landed with issue 4 while it was written)' },
+  { id: 'tls13-new-conn', kind: 'tls-conn', title: 'new TLS 1.3 connections (ECDSA P-256), one 123-byte request each, 64 connections (wrk, Connection: close; wrk resumes its previous session where the proxy lets it)', path: '/small', connections: 64 },
+  // 10 × 10 = 100 requests in flight: within the 128 idle upstream connections every proxy keeps,
+  // so that nobody opens and closes origin connections in the steady state.
+  { id: 'h2-tls-10-streams', kind: 'h2', title: 'HTTP/2 over TLS 1.3, 10 connections × 10 concurrent streams, 123-byte responses (h2load -t 1 -c 10 -m 10)', path: '/small', connections: 10, streams: 10 },
   { id: 'cache-hit', kind: 'cache', title: 'cache hits (123-byte body, max-age=3600) vs nginx proxy_cache, HAProxy\'s cache and Varnish, 64 connections', path: '/cached', connections: 64 },
   { id: 'ts-select-policy', kind: 'policy', title: 'gatehouse: a TypeScript per-request select() policy vs the built-in round robin (64 connections)', path: '/small', connections: 64 },
 ];
@@ -74,8 +77,8 @@ export function round(x, digits = 1) {
  * Warm-up before a measured run: JIT for the Node.js peers, pools for everyone. A quick run warms
  * only the Node.js peers (the others fill their pools within milliseconds), to stay short.
  */
-async function warm(proxy, url, connections, ctx) {
-  if (ctx.warmupS > 0 && (!ctx.quick || proxy.jit)) await runWrk({ url, connections, seconds: ctx.warmupS });
+async function warm(proxy, url, connections, ctx, headers) {
+  if (ctx.warmupS > 0 && (!ctx.quick || proxy.jit)) await runWrk({ url, connections, seconds: ctx.warmupS, headers });
 }
 
 /** Keep-alive load with wrk against a running proxy: warm up, then measure. */
@@ -165,6 +168,94 @@ async function runRate(scn, proxy, ctx) {
   }
 }
 
+/** gatehouse's TLS counters (`/stats` on its admin listener), or null for the other proxies. */
+async function tlsCounters(h) {
+  if (!h.adminUrl) return null;
+  try {
+    const res = await fetch(`${h.adminUrl}/stats`, { signal: AbortSignal.timeout(3000) });
+    const tls = (await res.json()).tls;
+    return tls ? { handshakes: tls.handshakes, resumed: tls.resumed } : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A new TLS 1.3 connection for every request: wrk with `Connection: close` (each proxy closes
+ * after its answer, wrk connects again). CPU per request is CPU per connection: TCP accept, the
+ * TLS handshake, one proxied request, the close. wrk keeps the session its previous connection got
+ * (SSL_clear) and offers it, so against a proxy that resumes sessions almost every handshake is a
+ * resumed one (TLS 1.3 PSK with ECDHE: no certificate signature). The `resumes` column says which
+ * proxies resume (a probe offers the session a first connection got); gatehouse's own counters
+ * give the exact share of resumed handshakes in the measured run.
+ */
+async function runTlsConn(scn, proxy, ctx) {
+  const h = await proxy.start(ctx, { tls: { ...benchCert(ctx), h2: false } });
+  try {
+    const probe = await probeTls(h.port, { path: scn.path });
+    const url = h.url + scn.path;
+    const headers = ['Connection: close'];
+    await warm(proxy, url, scn.connections, ctx, headers);
+    const before = await tlsCounters(h);
+    const m = startMeter(h.pid);
+    const w = await runWrk({ url, connections: scn.connections, seconds: ctx.durationS, headers });
+    const cpu = stopMeter(m, h.pid, w.requests);
+    const after = await tlsCounters(h);
+    const handshakes = before && after ? after.handshakes - before.handshakes : null;
+    return {
+      proxy: proxy.name,
+      conns_per_s: round(w.rps, 0),
+      rps: round(w.rps, 0),
+      p50_ms: round(w.p50_ms, 3),
+      p99_ms: round(w.p99_ms, 3),
+      requests: w.requests,
+      errors: w.errors,
+      rss_mib: round(treeRss(h.pid) / 2 ** 20, 1),
+      tls_protocol: probe.protocol,
+      tls12: probe.tls12,
+      cipher: probe.cipher,
+      resumes: probe.resumes,
+      handshakes,
+      resumed_pct: handshakes > 0 ? round((100 * (after.resumed - before.resumed)) / handshakes, 1) : null,
+      ...cpu,
+      cpu_us_per_conn: cpu.cpu_us_per_req,
+    };
+  } finally {
+    await h.stop();
+  }
+}
+
+/**
+ * HTTP/2 over TLS 1.3 (ALPN h2), saturating: h2load keeps `streams` requests in flight on each of
+ * `connections` connections. Upstream every proxy speaks HTTP/1.1 keep-alive to the same origin.
+ */
+async function runH2(scn, proxy, ctx) {
+  if (!which('h2load')) throw new Error('h2load is not installed (apt-get install nghttp2-client)');
+  const h = await proxy.start(ctx, { tls: { ...benchCert(ctx), h2: true } });
+  try {
+    const load = (seconds) => runH2load({ url: h.url + scn.path, connections: scn.connections, streams: scn.streams, seconds, h2: true });
+    if (ctx.warmupS > 0 && (!ctx.quick || proxy.jit)) await load(ctx.warmupS);
+    const m = startMeter(h.pid);
+    const r = await load(ctx.durationS);
+    const cpu = stopMeter(m, h.pid, r.requests);
+    return {
+      proxy: proxy.name,
+      rps: round(r.rps, 0),
+      mean_ms: round(r.mean_ms, 3),
+      max_ms: round(r.max_ms, 3),
+      requests: r.requests,
+      errors: r.errors,
+      rss_mib: round(treeRss(h.pid) / 2 ** 20, 1),
+      tls_protocol: r.tls_protocol,
+      alpn: r.alpn,
+      cipher: r.cipher,
+      ...cpu,
+    };
+  } finally {
+    await h.stop();
+  }
+}
+
 /** Lines from a child's stdout, awaited one pattern at a time with a deadline. */
 function lineReader(child) {
   const lines = [];
@@ -204,7 +295,10 @@ async function runIdle(scn, proxy, ctx) {
     const ready = await next(/^ready /, 120_000);
     const [, opened, failed] = ready.split(' ').map(Number);
     const cpu = stopMeter(m, h.pid, opened);
-    await sleep(ctx.quick ? 500 : 1000); // let lazily freed or allocated buffers settle
+    // Let lazily freed or allocated buffers settle: gatehouse parks a connection 250-500 ms after
+    // its last response, and gives the freed memory back to the OS once the number of parked
+    // connections has stopped growing for one of its 1 s housekeeping ticks (up to ~2.5 s).
+    await sleep(3000);
     const rssAfter = treeRss(h.pid);
     client.stdin.write('check\n');
     const stillOpen = Number((await next(/^open /, 10_000)).split(' ')[1]);
@@ -288,4 +382,6 @@ async function runBlocked(scn, proxy, ctx) {
   return rows;
 }
 
-export const RUNNERS = { load: runLoad, rate: runRate, idle: runIdle, blocked: runBlocked, policy: runPolicy, cache: runCache };
+export const RUNNERS = {
+  load: runLoad, rate: runRate, idle: runIdle, blocked: runBlocked, policy: runPolicy, cache: runCache, 'tls-conn': runTlsConn, h2: runH2,
+};

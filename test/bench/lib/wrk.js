@@ -43,10 +43,12 @@ export function parseWrk(out) {
 
 /**
  * Runs `wrk -t1 -c<connections> -d<seconds>s --latency url` pinned to the load core and resolves
- * with the parsed report. Killed after the duration plus a margin, so it cannot hang the run.
+ * with the parsed report. `headers` are added to every request (`-H`; `Connection: close` makes wrk
+ * open a new connection for each request). Killed after the duration plus a margin, so it cannot
+ * hang the run.
  */
-export function runWrk({ url, connections, seconds, threads = 1, timeoutS = 10 }) {
-  const args = [`-t${threads}`, `-c${connections}`, `-d${seconds}s`, `--timeout`, `${timeoutS}s`, '--latency', url];
+export function runWrk({ url, connections, seconds, threads = 1, timeoutS = 10, headers = [] }) {
+  const args = [`-t${threads}`, `-c${connections}`, `-d${seconds}s`, `--timeout`, `${timeoutS}s`, '--latency', ...headers.flatMap((h) => ['-H', h]), url];
   return new Promise((resolve, reject) => {
     const child = spawnPinned(LOAD_CPU, 'wrk', args);
     let out = '';
