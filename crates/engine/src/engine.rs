@@ -29,30 +29,42 @@ use gatehouse_tls::{Terminator, TlsStats};
 /// files for changes.
 const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How many more parked connections than at the last heap release make another worthwhile: each
-/// freed about 16 KiB of buffers (see [`Engine::set_heap_release`]).
+/// How many more parked connections than at the last heap release make another worthwhile before
+/// the count settles: each freed about 16 KiB of buffers (see [`Engine::set_heap_release`]).
 const HEAP_RELEASE_BATCH: u64 = 1024;
 
 /// Certificates expiring sooner than this are logged and flagged in stats.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
-/// Runs the heap release when the number of parked connections grew by [`HEAP_RELEASE_BATCH`]
-/// since the last one (`released_at`); returns the number to compare with next time.
-///
-/// Only growth counts: a trim locks each allocator arena while it runs (4–16 ms with 10,000
-/// parked connections), so it is kept for the moment memory was actually given up and stays
-/// unused (a burst of connections gone idle), not run under steady churn, where freed memory is
-/// reused at once anyway.
-fn release_heap_if_worth_it(shared: &Shared, released_at: u64) -> u64 {
-    let parked = Stats::get(&shared.stats.connections_parked);
-    let Some(&release) = shared.heap_release.get() else {
-        return parked;
-    };
-    if parked < released_at.saturating_add(HEAP_RELEASE_BATCH) {
-        return released_at.min(parked);
+/// When to give freed heap memory back (see [`Engine::set_heap_release`]), judged from the number
+/// of parked connections once per housekeeping tick.
+#[derive(Debug, Default)]
+struct HeapRelease {
+    /// Parked connections at the last release (or the lowest count since).
+    released_at: u64,
+    /// Parked connections at the previous tick.
+    last_seen: u64,
+}
+
+impl HeapRelease {
+    /// Whether to release now: after [`HEAP_RELEASE_BATCH`] more connections parked than at the
+    /// last release, or once any growth has settled (the count unchanged for a tick).
+    ///
+    /// Only growth counts: a trim locks each allocator arena while it runs (4–16 ms with 10,000
+    /// parked connections), so it is kept for the moment memory was actually given up and stays
+    /// unused (a burst of connections gone idle), not run under steady churn, where freed memory is
+    /// reused at once anyway.
+    fn due(&mut self, parked: u64) -> bool {
+        let settled = parked == self.last_seen;
+        self.last_seen = parked;
+        self.released_at = self.released_at.min(parked);
+        let due = parked >= self.released_at.saturating_add(HEAP_RELEASE_BATCH)
+            || (settled && parked > self.released_at);
+        if due {
+            self.released_at = parked;
+        }
+        due
     }
-    tokio::task::spawn_blocking(release);
-    parked
 }
 
 fn warn_expiring(address: &str, tls: &Terminator) {
@@ -334,13 +346,17 @@ impl Engine {
         let stop = self.sweeper.clone();
         self.handle().spawn(async move {
             let mut tick = tokio::time::interval(POOL_SWEEP_INTERVAL);
-            let mut released_at = 0;
+            let mut heap = HeapRelease::default();
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = stop.cancelled() => break,
                 }
-                released_at = release_heap_if_worth_it(&shared, released_at);
+                if let Some(&release) = shared.heap_release.get() {
+                    if heap.due(Stats::get(&shared.stats.connections_parked)) {
+                        tokio::task::spawn_blocking(release);
+                    }
+                }
                 for upstream in shared.state.load().upstreams.values() {
                     upstream.handles.iter().for_each(|h| h.pool.evict_expired());
                 }
@@ -366,7 +382,8 @@ impl Engine {
     /// `listener::PARK_AFTER`), but glibc keeps freed memory between live allocations resident,
     /// so without it RSS would stay at its high-water mark; Envoy's `shrink_heap` overload action
     /// exists for the same reason. Called from a blocking thread, at most once a second, and only
-    /// after [`HEAP_RELEASE_BATCH`] connections parked or closed. The first call wins.
+    /// when more connections are parked than at the last call (`HeapRelease::due`). The first
+    /// call wins.
     pub fn set_heap_release(&self, release: fn()) {
         let _ = self.shared.heap_release.set(release);
     }
@@ -683,5 +700,29 @@ impl Drop for Engine {
             self.draining.cancel();
             runtime.shutdown_background();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_release_follows_parked_growth_only() {
+        let mut h = HeapRelease::default();
+        assert!(!h.due(0), "nothing parked");
+        assert!(!h.due(100), "growing");
+        assert!(h.due(100), "settled after growth");
+        assert!(!h.due(100), "released already");
+        assert!(!h.due(40), "connections woke up: nothing freed");
+        assert!(!h.due(90), "growing again");
+        assert!(
+            h.due(40 + HEAP_RELEASE_BATCH),
+            "a large burst does not wait to settle"
+        );
+        // Steady churn around a level: no release while the count keeps moving below the batch.
+        let mut h = HeapRelease::default();
+        let releases = (0..20).filter(|i| h.due(1000 + (i % 2) * 100)).count();
+        assert_eq!(releases, 1, "only the first climb to the level is released");
     }
 }
