@@ -1,4 +1,4 @@
-//! The engine's lifecycle: its own tokio runtime, start, reload, stats and graceful shutdown.
+//! The engine's lifecycle: its worker threads, start, reload, stats and graceful shutdown.
 //!
 //! The engine owns its threads. The embedding program (the Node addon) calls in from its own
 //! thread only to start, reload, read stats and stop; no request ever waits on that thread.
@@ -11,7 +11,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,6 +21,7 @@ use crate::listener::{self, ListenerRuntime};
 use crate::state::{BackendRegistry, ProxyState};
 use crate::stats::Stats;
 use crate::upstream::{ExternalPolicy, Upstream};
+use crate::workers::Workers;
 use gatehouse_cache::{Cache, CacheConfig};
 use gatehouse_tls::{Terminator, TlsStats};
 
@@ -167,7 +167,7 @@ pub struct BoundListener {
 }
 
 pub struct Engine {
-    runtime: Option<Runtime>,
+    workers: Option<Workers>,
     shared: Arc<Shared>,
     control: Mutex<Control>,
     connections: TaskTracker,
@@ -203,12 +203,7 @@ impl Engine {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name("gatehouse-worker")
-            .enable_all()
-            .build()
-            .map_err(EngineError::Io)?;
+        let workers = Workers::start(workers).map_err(EngineError::Io)?;
         let access_log = open_access_log(&config.log)?;
         let cache = cache_for(&config.cache, None);
         let (state, registry) = ProxyState::build(
@@ -228,7 +223,7 @@ impl Engine {
             heap_release: std::sync::OnceLock::new(),
         });
         let engine = Engine {
-            runtime: Some(runtime),
+            workers: Some(workers),
             shared,
             control: Mutex::new(Control {
                 listeners: Vec::new(),
@@ -262,12 +257,16 @@ impl Engine {
         Ok(engine)
     }
 
-    fn handle(&self) -> &tokio::runtime::Handle {
-        // `runtime` is only taken by `shutdown`, which consumes the engine.
-        self.runtime
+    fn workers(&self) -> &Workers {
+        // `workers` is only taken by `shutdown`, which consumes the engine.
+        self.workers
             .as_ref()
-            .map(Runtime::handle)
             .unwrap_or_else(|| unreachable!("engine used after shutdown"))
+    }
+
+    /// The first worker's runtime: housekeeping, and blocking on the engine from outside.
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.workers().first()
     }
 
     /// Loads the TLS configuration of every listener in `wanted` (re-reading certificate files,
@@ -281,12 +280,11 @@ impl Engine {
         existing: &[Arc<ListenerRuntime>],
     ) -> Result<
         (
-            Vec<(tokio::net::TcpListener, ListenerRuntime)>,
+            Vec<(std::net::TcpListener, ListenerRuntime)>,
             Vec<(Arc<ListenerRuntime>, Option<Arc<Terminator>>)>,
         ),
         EngineError,
     > {
-        let _enter = self.handle().enter();
         let mut bound = Vec::new();
         let mut kept = Vec::new();
         for (i, l) in wanted.iter().enumerate() {
@@ -325,19 +323,36 @@ impl Engine {
         Ok((bound, kept))
     }
 
+    /// Accepts on `listener` in every worker: each registers the shared socket with its own event
+    /// loop, and the kernel hands each new connection to one of the workers waiting in accept.
     fn serve(
         &self,
-        listener: tokio::net::TcpListener,
+        listener: std::net::TcpListener,
         runtime: ListenerRuntime,
     ) -> Arc<ListenerRuntime> {
         let runtime = Arc::new(runtime);
-        self.handle().spawn(listener::accept_loop(
-            listener,
-            Arc::clone(&runtime),
-            Arc::clone(&self.shared),
-            self.connections.clone(),
-            self.draining.clone(),
-        ));
+        runtime.set_sockets(self.workers().len());
+        let mut socket = Some(listener);
+        let handles: Vec<_> = self.workers().handles().collect();
+        for (i, handle) in handles.iter().enumerate() {
+            // Every worker but the last gets its own descriptor for the socket.
+            let fd = if i + 1 == handles.len() {
+                socket.take()
+            } else {
+                socket.as_ref().and_then(|s| s.try_clone().ok())
+            };
+            let Some(fd) = fd else {
+                runtime.socket_closed();
+                continue;
+            };
+            handle.spawn(listener::accept_loop(
+                fd,
+                Arc::clone(&runtime),
+                Arc::clone(&self.shared),
+                self.connections.clone(),
+                self.draining.clone(),
+            ));
+        }
         runtime
     }
 
@@ -681,10 +696,10 @@ impl Engine {
             );
         }
         self.sweeper.cancel();
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_secs(1));
+        if let Some(workers) = self.workers.take() {
+            workers.shutdown(Duration::from_secs(1));
         }
-        // Listener sockets were owned by their accept loops, which the runtime has now dropped.
+        // Listener sockets were owned by their accept loops, which the workers have now dropped.
         drop(listeners);
     }
 
@@ -696,9 +711,9 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
+        if let Some(workers) = self.workers.take() {
             self.draining.cancel();
-            runtime.shutdown_background();
+            drop(workers);
         }
     }
 }

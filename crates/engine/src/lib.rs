@@ -26,6 +26,7 @@ pub mod routes;
 pub mod state;
 pub mod stats;
 pub mod upstream;
+mod workers;
 
 pub use config::{ConfigError, EngineConfig};
 pub use engine::{BoundListener, Engine, EngineError, Shared};

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,8 +43,10 @@ pub struct ListenerRuntime {
     /// TLS termination, swapped on reload and certificate rotation.
     pub tls: ArcSwapOption<Terminator>,
     pub(crate) stop: CancellationToken,
-    /// Cancelled by the accept loop once it has dropped the socket.
+    /// Cancelled once every worker's accept loop has dropped its descriptor for the socket.
     pub(crate) closed: CancellationToken,
+    /// Descriptors for the socket still held by accept loops.
+    sockets: AtomicUsize,
 }
 
 impl ListenerRuntime {
@@ -55,6 +57,21 @@ impl ListenerRuntime {
         }
     }
 
+    /// One descriptor for the socket per worker's accept loop.
+    pub(crate) fn set_sockets(&self, count: usize) {
+        self.sockets.store(count, Ordering::Release);
+        if count == 0 {
+            self.closed.cancel();
+        }
+    }
+
+    /// An accept loop dropped its descriptor; the last one marks the socket closed.
+    pub(crate) fn socket_closed(&self) {
+        if self.sockets.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.closed.cancel();
+        }
+    }
+
     pub fn set_redirect_to_https(&self, port: Option<u16>) {
         self.redirect_to_https
             .store(port.map_or(0, u32::from), Ordering::Relaxed);
@@ -62,12 +79,13 @@ impl ListenerRuntime {
 }
 
 /// Binds `address` with a real backlog and `SO_REUSEADDR` (so a restart does not wait out
-/// TIME_WAIT). Must be called inside the runtime.
+/// TIME_WAIT). Not `SO_REUSEPORT`: the workers share this one socket, and another process cannot
+/// quietly bind the same port.
 pub fn bind(
     address: &str,
     redirect: Option<u16>,
     tls: Option<Arc<Terminator>>,
-) -> io::Result<(TcpListener, ListenerRuntime)> {
+) -> io::Result<(std::net::TcpListener, ListenerRuntime)> {
     let addr = address.to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")
     })?;
@@ -77,9 +95,8 @@ pub fn bind(
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
-    let std_listener: std::net::TcpListener = socket.into();
-    let local_addr = std_listener.local_addr()?;
-    let listener = TcpListener::from_std(std_listener)?;
+    let listener: std::net::TcpListener = socket.into();
+    let local_addr = listener.local_addr()?;
     let runtime = ListenerRuntime {
         address: address.to_owned(),
         local_addr,
@@ -87,59 +104,85 @@ pub fn bind(
         tls: ArcSwapOption::new(tls),
         stop: CancellationToken::new(),
         closed: CancellationToken::new(),
+        sockets: AtomicUsize::new(0),
     };
     Ok((listener, runtime))
 }
 
-/// Accepts connections until the listener is stopped; each connection runs as its own task,
-/// tracked so that shutdown can wait for them.
+/// Accepts connections until the listener is stopped; each connection runs as its own task on
+/// this worker, tracked so that shutdown can wait for them. Every worker runs one of these on the
+/// same socket (`socket` is this worker's descriptor for it).
 pub async fn accept_loop(
-    listener: TcpListener,
+    socket: std::net::TcpListener,
     runtime: Arc<ListenerRuntime>,
     shared: Arc<Shared>,
     connections: TaskTracker,
     draining: CancellationToken,
 ) {
+    // Registered with this worker's event loop, here, inside its runtime.
+    match TcpListener::from_std(socket) {
+        Ok(listener) => {
+            accept_until_stopped(listener, &runtime, shared, connections, draining).await
+        }
+        Err(e) => {
+            tracing::error!(error = %e, address = %runtime.local_addr, "cannot watch the listening socket")
+        }
+    }
+    runtime.socket_closed();
+    tracing::debug!(address = %runtime.local_addr, "listener stopped");
+}
+
+async fn accept_until_stopped(
+    listener: TcpListener,
+    runtime: &Arc<ListenerRuntime>,
+    shared: Arc<Shared>,
+    connections: TaskTracker,
+    draining: CancellationToken,
+) {
     loop {
-        // Holding a permit per connection caps `limits.max_connections`: at the cap we stop
-        // accepting and the kernel backlog absorbs the burst.
-        let permit = tokio::select! {
-            permit = Arc::clone(&shared.connection_slots).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = runtime.stop.cancelled() => break,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = runtime.stop.cancelled() => break,
+            _ = runtime.stop.cancelled() => return,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let ctx = ConnContext {
-                    slot: parking_lot::Mutex::new(Some(ConnSlot {
-                        permit,
-                        count: ConnectionCount::open(Arc::clone(&shared)),
-                    })),
-                    peer,
-                    scheme: "http",
-                    listener: Arc::clone(&runtime),
-                    shared: Arc::clone(&shared),
-                    activity: Arc::new(ConnActivity::new()),
-                };
-                connections.spawn(serve_connection(stream, ctx, draining.clone()));
-            }
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, address = %runtime.local_addr, "accept failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
             }
-        }
+        };
+        // A permit per connection caps `limits.max_connections`. It is taken after accept so
+        // that workers waiting in accept hold none; at the cap this worker holds the one
+        // connection it accepted, unserved, and stops accepting until a slot frees (the kernel
+        // backlog absorbs the rest).
+        let slots = &shared.connection_slots;
+        let permit = match Arc::clone(slots).try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return,
+            Err(tokio::sync::TryAcquireError::NoPermits) => tokio::select! {
+                permit = Arc::clone(slots).acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = runtime.stop.cancelled() => return,
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ConnContext {
+            slot: parking_lot::Mutex::new(Some(ConnSlot {
+                permit,
+                count: ConnectionCount::open(Arc::clone(&shared)),
+            })),
+            peer,
+            scheme: "http",
+            listener: Arc::clone(runtime),
+            shared: Arc::clone(&shared),
+            activity: Arc::new(ConnActivity::new()),
+        };
+        connections.spawn(serve_connection(stream, ctx, draining.clone()));
     }
-    drop(listener);
-    runtime.closed.cancel();
-    tracing::debug!(address = %runtime.local_addr, "listener stopped");
 }
 
 async fn serve_connection(stream: TcpStream, ctx: ConnContext, draining: CancellationToken) {
