@@ -4,7 +4,7 @@ import { get } from 'node:http';
 import { readdirSync } from 'node:fs';
 import { startOrigin } from './helpers/origin.js';
 import { proxyConfig, startProxy } from './helpers/proxy.js';
-import { open } from './helpers/raw.js';
+import { RawConn, open, statuses } from './helpers/raw.js';
 import { ConfigError, start } from '../ts/index.js';
 
 /** A GET on a fresh connection (no keep-alive agent), so listener changes are observed. */
@@ -184,4 +184,38 @@ test.serial('the engine keeps serving while the JavaScript thread is blocked', a
   while (Date.now() < until) { /* block the event loop */ }
   await exited;
   t.is(out.trim(), '20', 'all requests were served while this thread was blocked');
+});
+
+// Every worker accepts on the same socket and takes its connection slot only after accept, so the
+// cap is exact however many workers there are.
+test('several workers serve one listener; limits.max_connections stays exact across them', async (t) => {
+  const origin = await startOrigin();
+  t.teardown(() => origin.close());
+  const proxy = await startProxy(proxyConfig([origin.url], { workers: 3, limits: { max_connections: 2 } }));
+  t.teardown(() => proxy.close());
+  const GET = 'GET / HTTP/1.1\r\nHost: app.test\r\n\r\n';
+  const served = (c: RawConn) => statuses(c.text).length;
+  const a = await RawConn.open(t, proxy.port);
+  const b = await RawConn.open(t, proxy.port);
+  a.write(GET);
+  b.write(GET);
+  t.true(await a.until(() => served(a) === 1 && served(b) === 1, 3000), 'the first two connections are served');
+  const c = await RawConn.open(t, proxy.port);
+  c.write(GET);
+  t.false(await c.until(() => served(c) === 1, 500), 'a third connection waits for a slot');
+  t.is(proxy.gateway.stats().connections.active, 2);
+  a.destroy();
+  t.true(await c.until(() => served(c) === 1, 3000), 'served once a slot is free');
+  t.deepEqual(statuses(c.text), [200]);
+});
+
+test('with several workers, many concurrent connections are all served', async (t) => {
+  const origin = await startOrigin();
+  t.teardown(() => origin.close());
+  const proxy = await startProxy(proxyConfig([origin.url], { workers: 4 }));
+  t.teardown(() => proxy.close());
+  const replies = await Promise.all(Array.from({ length: 60 }, (_, i) => fetchText(`${proxy.url}/n${i}`)));
+  t.deepEqual(replies.map((r) => r.status), replies.map(() => 200));
+  t.is(origin.requests.length, 60);
+  t.is(proxy.gateway.stats().connections.total, 60);
 });

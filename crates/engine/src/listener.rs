@@ -140,6 +140,16 @@ async fn accept_until_stopped(
     draining: CancellationToken,
 ) {
     loop {
+        // Holding a permit per connection caps `limits.max_connections`: at the cap the workers
+        // stop accepting and the kernel backlog absorbs the burst. A permit held by a worker
+        // waiting in accept goes to the next connection it takes, so the cap stays exact.
+        let permit = tokio::select! {
+            permit = Arc::clone(&shared.connection_slots).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = runtime.stop.cancelled() => return,
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = runtime.stop.cancelled() => return,
@@ -152,22 +162,6 @@ async fn accept_until_stopped(
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
-        };
-        // A permit per connection caps `limits.max_connections`. It is taken after accept so
-        // that workers waiting in accept hold none; at the cap this worker holds the one
-        // connection it accepted, unserved, and stops accepting until a slot frees (the kernel
-        // backlog absorbs the rest).
-        let slots = &shared.connection_slots;
-        let permit = match Arc::clone(slots).try_acquire_owned() {
-            Ok(p) => p,
-            Err(tokio::sync::TryAcquireError::Closed) => return,
-            Err(tokio::sync::TryAcquireError::NoPermits) => tokio::select! {
-                permit = Arc::clone(slots).acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-                _ = runtime.stop.cancelled() => return,
-            },
         };
         let _ = stream.set_nodelay(true);
         let ctx = ConnContext {
