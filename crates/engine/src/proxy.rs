@@ -270,7 +270,8 @@ async fn forward(
         Some(cache) => {
             // The key keeps a non-default port: `site:8080` and `site:9090` are different origins.
             let authority = host.as_deref().unwrap_or("");
-            match caching::lookup(
+            // Boxed, so that requests on routes without the cache do not carry its size.
+            let lookup = caching::lookup(
                 cache,
                 ctx,
                 upstream,
@@ -278,9 +279,8 @@ async fn forward(
                 &mut parts,
                 &request_id,
                 exchange,
-            )
-            .await
-            {
+            );
+            match Box::pin(lookup).await {
                 Ok(plan) => Some((cache, plan)),
                 Err(reply) => return reply,
             }
@@ -316,7 +316,8 @@ async fn forward(
             // The origin validated another representation than the stored one: fetch it plainly.
             exchange.cache_status = Some(gatehouse_cache::CacheStatus::Miss);
             let body = UpstreamBody::Empty;
-            exchange_with_retries(
+            // Boxed: a second exchange inline would double the size of every request's future.
+            Box::pin(exchange_with_retries(
                 upstream,
                 parts,
                 body,
@@ -324,7 +325,7 @@ async fn forward(
                 request_id,
                 policy_request,
                 exchange,
-            )
+            ))
             .await
         }
     }
@@ -351,7 +352,8 @@ pub(crate) async fn exchange_with_retries(
     let mut last_error = ProxyError::NoHealthyBackend;
     for attempt in 0..=max_retries {
         let chosen = match &policy_request {
-            Some(req) => match upstream.select_with_policy(req.clone(), &tried).await {
+            // Boxed: only upstreams with a TypeScript policy pay for its future's size.
+            Some(req) => match Box::pin(upstream.select_with_policy(req.clone(), &tried)).await {
                 Some(i) => Some(i),
                 None => upstream.select(client_ip, &tried),
             },
@@ -642,11 +644,20 @@ async fn send_upstream(
                     backend = backend.url(),
                     "pooled connection was closed; replaying on a new one"
                 );
-                conn = match checkout(target, true).await {
-                    Ok(conn) => conn,
-                    Err(failure) => return Err(failure.with_unsent(unsent)),
+                // Boxed: rare, and a second send inline would enlarge every request's future.
+                let replayed = Box::pin(async {
+                    let mut conn = match checkout(target, true).await {
+                        Ok(conn) => conn,
+                        Err(failure) => return Err(failure.with_unsent(unsent)),
+                    };
+                    let sent = conn.send(unsent);
+                    let result = tokio::time::timeout(upstream.response_timeout, sent).await;
+                    Ok::<_, SendFailure>((conn, result))
+                });
+                (conn, result) = match replayed.await {
+                    Ok(pair) => pair,
+                    Err(failure) => return Err(failure),
                 };
-                result = tokio::time::timeout(upstream.response_timeout, conn.send(unsent)).await;
             }
         }
     }

@@ -164,13 +164,19 @@ where
     /// Hands out the most recently released live connection, or opens a new one when the pool
     /// has room; otherwise waits up to the queue timeout for either.
     pub async fn checkout(&self) -> Result<PooledConn<B>, ConnectError> {
-        self.checkout_inner(true).await
+        // The usual case, kept small: every request's future is as large as its largest path,
+        // and the connect-or-wait path (TCP connect, hyper's handshake, the queue) is kilobytes.
+        if let Some((sender, slot)) = self.pop_live() {
+            self.shared.reused.fetch_add(1, Ordering::Relaxed);
+            return Ok(self.lease(sender, slot, true));
+        }
+        Box::pin(self.checkout_inner(true)).await
     }
 
     /// Like [`checkout`](Self::checkout), but always a new connection: for replaying a request
     /// that failed on a reused one.
     pub async fn checkout_new(&self) -> Result<PooledConn<B>, ConnectError> {
-        self.checkout_inner(false).await
+        Box::pin(self.checkout_inner(false)).await
     }
 
     async fn checkout_inner(&self, reuse: bool) -> Result<PooledConn<B>, ConnectError> {
