@@ -25,16 +25,20 @@ impl CacheKey {
     /// The key for `path_and_query` on `host` (a `Host` field value or an authority, with or
     /// without port) over `scheme` (`http` or `https`).
     pub fn new(scheme: &str, host: &str, path_and_query: &str) -> Self {
-        let scheme = scheme.to_ascii_lowercase();
-        let host = normalize_authority(&scheme, host);
         let path = if path_and_query.is_empty() {
             "/"
         } else {
             path_and_query
         };
-        let origin_len = scheme.len() + 3 + host.len();
+        // Built in one buffer: a key is made for every cacheable request, hits included.
+        let mut text = String::with_capacity(scheme.len() + 3 + host.len() + path.len());
+        text.extend(scheme.chars().map(|c| c.to_ascii_lowercase()));
+        text.push_str("://");
+        push_normalized_authority(&mut text, host);
+        let origin_len = text.len();
+        text.push_str(path);
         Self {
-            text: format!("{scheme}://{host}{path}").into(),
+            text: text.into(),
             origin_len,
         }
     }
@@ -88,7 +92,9 @@ impl fmt::Display for CacheKey {
 
 /// Lower-cases the host, drops a trailing root dot and the scheme's default port, so that
 /// spellings of one origin share entries (RFC 9110 §4.2.3 normalisation).
-fn normalize_authority(scheme: &str, authority: &str) -> String {
+/// Appends `authority` normalised (lower case, no trailing dot, no userinfo, no default port for
+/// the scheme already in `text`).
+fn push_normalized_authority(text: &mut String, authority: &str) {
     // Userinfo is deprecated and never part of the origin.
     let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
     let (host, port) = if authority.starts_with('[') {
@@ -102,15 +108,18 @@ fn normalize_authority(scheme: &str, authority: &str) -> String {
             None => (authority, None),
         }
     };
-    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
-    let default_port = match scheme {
-        "http" => "80",
-        "https" => "443",
-        _ => "",
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let default_port = if text.starts_with("https:") {
+        "443"
+    } else if text.starts_with("http:") {
+        "80"
+    } else {
+        ""
     };
-    match port {
-        Some(p) if !p.is_empty() && p != default_port => format!("{host}:{p}"),
-        _ => host,
+    text.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+    if let Some(p) = port.filter(|p| !p.is_empty() && *p != default_port) {
+        text.push(':');
+        text.push_str(p);
     }
 }
 

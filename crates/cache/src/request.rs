@@ -47,11 +47,24 @@ impl CacheRequest {
     /// `scheme` is how the client reached the proxy (`http` or `https`), `host` the host it asked
     /// for (its `Host` field, or the authority of an absolute-form target).
     pub fn new(scheme: &str, host: &str, method: &Method, uri: &Uri, headers: &HeaderMap) -> Self {
+        Self::with_headers(scheme, host, method, uri, headers.clone())
+    }
+
+    /// Like [`new`](Self::new), taking the headers rather than copying them: a cache hit then
+    /// costs no copy of the request's headers (the caller takes them back with
+    /// [`headers`](Self::headers) when the request goes on to the origin).
+    pub fn with_headers(
+        scheme: &str,
+        host: &str,
+        method: &Method,
+        uri: &Uri,
+        headers: HeaderMap,
+    ) -> Self {
         Self {
             method: method.clone(),
             key: CacheKey::for_request(scheme, host, uri),
-            headers: headers.clone(),
-            directives: RequestDirectives::parse(headers),
+            directives: RequestDirectives::parse(&headers),
+            headers,
         }
     }
 

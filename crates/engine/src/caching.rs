@@ -70,9 +70,15 @@ pub(crate) async fn lookup(
     request_id: &HeaderValue,
     exchange: &mut Exchange,
 ) -> Result<Plan, Reply> {
-    let request = CacheRequest::from_parts(ctx.scheme, host, parts);
+    // The headers move into the cache's view of the request, so a hit copies none; every other
+    // outcome goes on to the origin and takes a copy back.
+    let headers = std::mem::take(&mut parts.headers);
+    let request = CacheRequest::with_headers(ctx.scheme, host, &parts.method, &parts.uri, headers);
     let lookup = cache.lookup_coalesced(&request, SystemTime::now).await;
     exchange.cache_status = Some(lookup.status());
+    if !matches!(lookup, Lookup::Hit(_)) {
+        parts.headers = request.headers().clone();
+    }
     match lookup {
         Lookup::Hit(stored) => Err(serve(&stored, &request)),
         Lookup::Stale { response, refresh } => {
