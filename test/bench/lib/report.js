@@ -80,7 +80,9 @@ function columns(scn) {
       ['other on core %', (r) => fmt(r.other_on_core_pct)],
     ];
   }
-  if (scn.kind === 'h2') {
+  if (scn.kind === 'rate' || scn.kind === 'h2') {
+    // Both are h2load runs; HTTP/2 adds what was negotiated.
+    const negotiated = ['ALPN, TLS', (r) => (r.alpn ? `${r.alpn}, ${r.tls_protocol?.replace('TLSv', '') ?? '?'}` : '–')];
     return [
       ['proxy', (r) => r.proxy],
       ['req/s', (r) => fmt(r.rps, 0)],
@@ -93,25 +95,7 @@ function columns(scn) {
       ['CPU %', (r) => fmt(r.cpu_pct)],
       ['kernel %', (r) => fmt(r.sys_share_pct, 0)],
       ['IPIs/req', (r) => fmt(r.load_core_ipis_per_req, 2)],
-      ['ALPN, TLS', (r) => (r.alpn ? `${r.alpn}, ${r.tls_protocol?.replace('TLSv', '') ?? '?'}` : '–')],
-      ['RSS MiB', (r) => fmt(r.rss_mib)],
-      ['errors', (r) => String(errorCount(r.errors))],
-      ['other on core %', (r) => fmt(r.other_on_core_pct)],
-    ];
-  }
-  if (scn.kind === 'rate') {
-    return [
-      ['proxy', (r) => r.proxy],
-      ['req/s', (r) => fmt(r.rps, 0)],
-      ['mean ms', (r) => fmt(r.mean_ms, 2)],
-      ['max ms', (r) => fmt(r.max_ms, 2)],
-      ['CPU µs/req', (r) => fmt(r.cpu_us_per_req, 1)],
-      ['range', (r) => range(r, 1)],
-      ['÷ nginx', (r, rows) => ratio(r.cpu_us_per_req, byProxy(rows, 'nginx')?.cpu_us_per_req)],
-      ['÷ HAProxy', (r, rows) => ratio(r.cpu_us_per_req, byProxy(rows, 'haproxy')?.cpu_us_per_req)],
-      ['CPU %', (r) => fmt(r.cpu_pct)],
-      ['kernel %', (r) => fmt(r.sys_share_pct, 0)],
-      ['IPIs/req', (r) => fmt(r.load_core_ipis_per_req, 2)],
+      ...(scn.kind === 'h2' ? [negotiated] : []),
       ['RSS MiB', (r) => fmt(r.rss_mib)],
       ['errors', (r) => String(errorCount(r.errors))],
       ['other on core %', (r) => fmt(r.other_on_core_pct)],

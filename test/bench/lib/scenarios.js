@@ -140,6 +140,20 @@ async function runPolicy(scn, proxy, ctx) {
   return rows;
 }
 
+/** One h2load measurement as a table row: its figures, the proxy's RSS and CPU. */
+function h2loadRow(proxy, h, r, cpu) {
+  return {
+    proxy: proxy.name,
+    rps: round(r.rps, 0),
+    mean_ms: round(r.mean_ms, 3),
+    max_ms: round(r.max_ms, 3),
+    requests: r.requests,
+    errors: r.errors,
+    rss_mib: round(treeRss(h.pid) / 2 ** 20, 1),
+    ...cpu,
+  };
+}
+
 /**
  * A fixed request rate every peer can sustain: CPU per request without the batching a saturated
  * proxy gets for free (more events per epoll_wait, a busy peer that needs no wake-up).
@@ -152,17 +166,7 @@ async function runRate(scn, proxy, ctx) {
     await warm(proxy, url, scn.connections, ctx);
     const m = startMeter(h.pid);
     const r = await runH2load({ url, connections: scn.connections, rate: scn.rate, seconds: ctx.durationS });
-    const cpu = stopMeter(m, h.pid, r.requests);
-    return {
-      proxy: proxy.name,
-      rps: round(r.rps, 0),
-      mean_ms: round(r.mean_ms, 3),
-      max_ms: round(r.max_ms, 3),
-      requests: r.requests,
-      errors: r.errors,
-      rss_mib: round(treeRss(h.pid) / 2 ** 20, 1),
-      ...cpu,
-    };
+    return h2loadRow(proxy, h, r, stopMeter(m, h.pid, r.requests));
   } finally {
     await h.stop();
   }
@@ -237,20 +241,8 @@ async function runH2(scn, proxy, ctx) {
     if (ctx.warmupS > 0 && (!ctx.quick || proxy.jit)) await load(ctx.warmupS);
     const m = startMeter(h.pid);
     const r = await load(ctx.durationS);
-    const cpu = stopMeter(m, h.pid, r.requests);
-    return {
-      proxy: proxy.name,
-      rps: round(r.rps, 0),
-      mean_ms: round(r.mean_ms, 3),
-      max_ms: round(r.max_ms, 3),
-      requests: r.requests,
-      errors: r.errors,
-      rss_mib: round(treeRss(h.pid) / 2 ** 20, 1),
-      tls_protocol: r.tls_protocol,
-      alpn: r.alpn,
-      cipher: r.cipher,
-      ...cpu,
-    };
+    const row = h2loadRow(proxy, h, r, stopMeter(m, h.pid, r.requests));
+    return { ...row, tls_protocol: r.tls_protocol, alpn: r.alpn, cipher: r.cipher };
   } finally {
     await h.stop();
   }
