@@ -1,8 +1,10 @@
 /**
  * Idle HTTP/1.1 connections give their buffers back ("parking", docs/performance.md): after
- * 250 ms without a request the engine drops hyper's connection state and waits on the bare
- * socket. Checked as a client sees it: the same connection keeps working afterwards, whatever
- * arrives next and however it arrives, and the timers and the smuggling checks carry on.
+ * 250 ms without a request the engine drops hyper's connection state, and a plain connection
+ * leaves its task for the engine's parking lot (one epoll set for every idle socket). Checked as
+ * a client sees it: the same connection keeps working afterwards, whatever arrives next and
+ * however it arrives, on any worker, and the timers, the connection cap and the smuggling checks
+ * carry on.
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
@@ -160,4 +162,33 @@ test('a WebSocket upgrade on a connection that was parked is tunnelled', async (
   t.true(await conn.until(() => conn.text.includes('hello after parking'), 3000), 'echoed through the tunnel');
   t.is(upgradeStats(proxy.gateway).active, 1);
   t.is(parked(proxy), 0, 'a tunnel is not a parked connection');
+});
+
+test('with several workers, many parked connections all resume, and park again', async (t) => {
+  const { proxy, origin } = await setup(t, { workers: 2 });
+  const conns = await Promise.all(Array.from({ length: 20 }, () => RawConn.open(t, proxy.port)));
+  conns.forEach((c, i) => c.write(GET(`/first/${i}`)));
+  t.true(await conns[0]!.until(() => conns.every((c) => responses(c.text) === 1), 3000));
+  await waitParked(t, proxy, conns[0]!, 20);
+  conns.forEach((c, i) => c.write(GET(`/second/${i}`)));
+  t.true(await conns[0]!.until(() => conns.every((c) => responses(c.text) === 2), 3000), 'every parked connection served its next request');
+  t.true(conns.every((c) => !c.closed && statuses(c.text).every((s) => s === 200)));
+  t.is(origin.requests.length, 40);
+  t.is(proxy.gateway.stats().connections.total, 20, 'no connection was replaced');
+  await waitParked(t, proxy, conns[0]!, 20);
+});
+
+test('a parked connection keeps its place under limits.max_connections until it closes', async (t) => {
+  const { proxy } = await setup(t, { limits: { max_connections: 1 } });
+  const first = await RawConn.open(t, proxy.port);
+  first.write(GET('/one'));
+  t.true(await first.until(() => responses(first.text) === 1, 3000));
+  await waitParked(t, proxy, first);
+  const second = await RawConn.open(t, proxy.port);
+  second.write(GET('/two'));
+  t.false(await second.until(() => responses(second.text) === 1, 500), 'the second connection waits for a slot');
+  t.is(proxy.gateway.stats().connections.active, 1);
+  first.destroy();
+  t.true(await second.until(() => responses(second.text) === 1, 3000), 'served once the parked connection closed');
+  t.is(parked(proxy), 0, 'the closed connection left the lot');
 });

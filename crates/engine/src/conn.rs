@@ -226,6 +226,26 @@ impl<S> TrackedStream<S> {
         &self.inner
     }
 
+    /// Turns the inner stream into something else (the bare socket, to park it), unless bytes
+    /// wait to be replayed, or `f` gives the stream back.
+    pub fn try_map_inner<T>(self, f: impl FnOnce(S) -> Result<T, S>) -> Result<T, Self> {
+        if self.has_replay() {
+            return Err(self);
+        }
+        let Self {
+            inner,
+            activity,
+            audit,
+            replay,
+        } = self;
+        f(inner).map_err(|inner| Self {
+            inner,
+            activity,
+            audit,
+            replay,
+        })
+    }
+
     pub fn has_replay(&self) -> bool {
         !self.replay.is_empty()
     }

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::access_log::AccessLog;
 use crate::config::{CacheSettings, ConfigError, EngineConfig, ListenerConfig, LogConfig};
 use crate::listener::{self, ListenerRuntime};
+use crate::parking::ParkingLot;
 use crate::state::{BackendRegistry, ProxyState};
 use crate::stats::Stats;
 use crate::upstream::{ExternalPolicy, Upstream};
@@ -168,6 +169,9 @@ pub struct BoundListener {
 
 pub struct Engine {
     workers: Option<Workers>,
+    /// Where idle plain HTTP/1 connections wait, and the thread that watches them.
+    lot: Arc<ParkingLot>,
+    lot_thread: Option<std::thread::JoinHandle<()>>,
     shared: Arc<Shared>,
     control: Mutex<Control>,
     connections: TaskTracker,
@@ -204,6 +208,10 @@ impl Engine {
             n => n,
         };
         let workers = Workers::start(workers).map_err(EngineError::Io)?;
+        let connections = TaskTracker::new();
+        let draining = CancellationToken::new();
+        let (lot, lot_thread) =
+            ParkingLot::start(connections.clone(), draining.clone()).map_err(EngineError::Io)?;
         let access_log = open_access_log(&config.log)?;
         let cache = cache_for(&config.cache, None);
         let (state, registry) = ProxyState::build(
@@ -224,6 +232,8 @@ impl Engine {
         });
         let engine = Engine {
             workers: Some(workers),
+            lot,
+            lot_thread: Some(lot_thread),
             shared,
             control: Mutex::new(Control {
                 listeners: Vec::new(),
@@ -234,8 +244,8 @@ impl Engine {
                 policies: HashMap::new(),
                 cache,
             }),
-            connections: TaskTracker::new(),
-            draining: CancellationToken::new(),
+            connections,
+            draining,
             sweeper: CancellationToken::new(),
         };
         let (bound, _) = engine.bind_all(&config.listeners, &[])?;
@@ -351,6 +361,7 @@ impl Engine {
                 Arc::clone(&self.shared),
                 self.connections.clone(),
                 self.draining.clone(),
+                Arc::clone(&self.lot),
             ));
         }
         runtime
@@ -684,6 +695,7 @@ impl Engine {
             l.stop.cancel();
         }
         self.draining.cancel();
+        self.stop_lot();
         self.connections.close();
         let connections = self.connections.clone();
         let drained = self
@@ -703,6 +715,14 @@ impl Engine {
         drop(listeners);
     }
 
+    /// Closes the parked connections and ends the parking lot's thread: the engine drains.
+    fn stop_lot(&mut self) {
+        self.lot.stop();
+        if let Some(thread) = self.lot_thread.take() {
+            let _ = thread.join();
+        }
+    }
+
     /// Whether new connections are refused and existing ones are being drained.
     pub fn is_draining(&self) -> bool {
         self.draining.is_cancelled()
@@ -713,6 +733,7 @@ impl Drop for Engine {
     fn drop(&mut self) {
         if let Some(workers) = self.workers.take() {
             self.draining.cancel();
+            self.stop_lot();
             drop(workers);
         }
     }

@@ -20,6 +20,7 @@ mod engine;
 pub mod error;
 pub mod headers;
 pub mod listener;
+mod parking;
 pub mod proxy;
 pub mod response;
 pub mod routes;

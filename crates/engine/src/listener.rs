@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::conn::{ConnActivity, TrackedStream, Watch};
 use crate::engine::Shared;
+use crate::parking::{ParkedConn, ParkingLot};
 use crate::proxy::{self, ConnContext, ConnSlot};
 use crate::stats::{ConnectionCount, ParkedCount};
 
@@ -112,17 +113,18 @@ pub fn bind(
 /// Accepts connections until the listener is stopped; each connection runs as its own task on
 /// this worker, tracked so that shutdown can wait for them. Every worker runs one of these on the
 /// same socket (`socket` is this worker's descriptor for it).
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     socket: std::net::TcpListener,
     runtime: Arc<ListenerRuntime>,
     shared: Arc<Shared>,
     connections: TaskTracker,
     draining: CancellationToken,
+    lot: Arc<ParkingLot>,
 ) {
     // Registered with this worker's event loop, here, inside its runtime.
     match TcpListener::from_std(socket) {
         Ok(listener) => {
-            accept_until_stopped(listener, &runtime, shared, connections, draining).await
+            accept_until_stopped(listener, &runtime, shared, connections, draining, lot).await
         }
         Err(e) => {
             tracing::error!(error = %e, address = %runtime.local_addr, "cannot watch the listening socket")
@@ -138,6 +140,7 @@ async fn accept_until_stopped(
     shared: Arc<Shared>,
     connections: TaskTracker,
     draining: CancellationToken,
+    lot: Arc<ParkingLot>,
 ) {
     loop {
         // Holding a permit per connection caps `limits.max_connections`: at the cap the workers
@@ -175,11 +178,21 @@ async fn accept_until_stopped(
             shared: Arc::clone(&shared),
             activity: Arc::new(ConnActivity::new()),
         };
-        connections.spawn(serve_connection(stream, ctx, draining.clone()));
+        connections.spawn(serve_connection(
+            stream,
+            ctx,
+            draining.clone(),
+            Arc::clone(&lot),
+        ));
     }
 }
 
-async fn serve_connection(stream: TcpStream, ctx: ConnContext, draining: CancellationToken) {
+async fn serve_connection(
+    stream: TcpStream,
+    ctx: ConnContext,
+    draining: CancellationToken,
+    lot: Arc<ParkingLot>,
+) {
     let limits = ctx.shared.state.load().limits.clone();
     let header_timeout = limits.header_timeout();
     match ctx.listener.tls.load_full() {
@@ -192,9 +205,29 @@ async fn serve_connection(stream: TcpStream, ctx: ConnContext, draining: Cancell
                     Ok(h2) => h2,
                     Err(_) => return, // nothing sent before the header timeout
                 };
-            serve_http(stream, h2, ctx, &limits, draining).await;
+            serve_http(stream, h2, Arc::new(ctx), &limits, draining, Some(lot)).await;
         }
     }
+}
+
+/// Serves a connection the parking lot held, now that its client wrote again (or closed).
+pub(crate) async fn resume_parked(
+    stream: std::net::TcpStream,
+    ctx: ConnContext,
+    draining: CancellationToken,
+    lot: Arc<ParkingLot>,
+) {
+    let stream = match TcpStream::from_std(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(peer = %ctx.peer, error = %e, "cannot resume parked connection");
+            return;
+        }
+    };
+    // The request head is timed from now.
+    ctx.activity.head_started();
+    let limits = ctx.shared.state.load().limits.clone();
+    serve_http(stream, false, Arc::new(ctx), &limits, draining, Some(lot)).await;
 }
 
 async fn serve_tls(
@@ -218,7 +251,8 @@ async fn serve_tls(
         }
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve_http(stream, h2, ctx.with_scheme("https"), &limits, draining).await;
+    let ctx = Arc::new(ctx.with_scheme("https"));
+    serve_http(stream, h2, ctx, &limits, draining, None).await;
 }
 
 /// The client connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
@@ -293,33 +327,66 @@ const H2_MAX_PENDING_RESETS: usize = 20;
 const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 
-/// A client stream that can tell when its socket has bytes without reading them (and so without
-/// a buffer): what a parked connection waits on.
-pub trait ReadReady {
+/// A client stream that can park: tell when its socket has bytes without reading them (and so
+/// without a buffer), and, for plain TCP, leave its task for the worker's [`ParkingLot`].
+pub trait Parkable: Sized {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// The bare socket, when it can wait in the parking lot.
+    fn into_tcp(self) -> Result<TcpStream, Self>;
 }
 
-impl ReadReady for TcpStream {
+impl Parkable for TcpStream {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
+    }
+
+    fn into_tcp(self) -> Result<TcpStream, Self> {
+        Ok(self)
     }
 }
 
 /// An idle TLS connection has no plaintext waiting in rustls (hyper read until it would block,
-/// and nothing has arrived since), so the next bytes to look for are on the socket.
-impl ReadReady for TlsStream<TcpStream> {
+/// and nothing has arrived since), so the next bytes to look for are on the socket. Its session
+/// state keeps it in its task.
+impl Parkable for TlsStream<TcpStream> {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_ref().0.poll_read_ready(cx)
     }
+
+    fn into_tcp(self) -> Result<TcpStream, Self> {
+        Err(self)
+    }
 }
 
-impl<S: ReadReady> ReadReady for TrackedStream<S> {
+impl<S: Parkable> Parkable for TrackedStream<S> {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.has_replay() {
             return Poll::Ready(Ok(()));
         }
         self.get_ref().poll_read_ready(cx)
     }
+
+    /// Only with nothing to replay: bytes already read must be served before the socket's.
+    fn into_tcp(self) -> Result<TcpStream, Self> {
+        self.try_map_inner(S::into_tcp)
+    }
+}
+
+/// The hyper service of one downstream connection.
+fn conn_service(
+    ctx: Arc<ConnContext>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<crate::response::ResponseBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<hyper::Response<crate::response::ResponseBody>, Infallible>>
+                 + Send,
+> + Clone {
+    service_fn(move |req| {
+        let ctx = Arc::clone(&ctx);
+        async move { Ok::<_, Infallible>(proxy::handle(req, ctx).await) }
+    })
 }
 
 /// The downstream timers of one connection.
@@ -332,21 +399,18 @@ struct Timers {
 async fn serve_http<S>(
     stream: S,
     h2: bool,
-    ctx: ConnContext,
+    ctx: Arc<ConnContext>,
     limits: &crate::config::LimitsConfig,
     draining: CancellationToken,
+    lot: Option<Arc<ParkingLot>>,
 ) where
-    S: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static,
 {
     let activity = Arc::clone(&ctx.activity);
-    let shared = Arc::clone(&ctx.shared);
+    let conn_ctx = Arc::clone(&ctx);
     let peer = ctx.peer;
     let io = TrackedStream::new(stream, Arc::clone(&activity));
-    let ctx = Arc::new(ctx);
-    let service = service_fn(move |req| {
-        let ctx = Arc::clone(&ctx);
-        async move { Ok::<_, Infallible>(proxy::handle(req, ctx).await) }
-    });
+    let service = conn_service(ctx);
     let max_header = usize::try_from(limits.max_header_size).unwrap_or(usize::MAX);
     let timers = Timers {
         keepalive: limits.keepalive_timeout(),
@@ -375,7 +439,7 @@ async fn serve_http<S>(
         // hyper's default of 100 headers keeps its parse arrays on the stack; more would put
         // ~12 KiB on the heap for every request (measured in docs/performance.md).
         .max_header_size(max_header);
-    let (mut io, mut service) = (io, service);
+    let (mut io, mut service, mut conn_ctx) = (io, service, conn_ctx);
     loop {
         // Boxed, so that parking frees it.
         let conn = Box::pin(
@@ -411,7 +475,31 @@ async fn serve_http<S>(
         // A view into hyper's read buffer: dropped now, not after the wait, or the buffer stays.
         drop(read_buf);
         service = kept;
-        let parked = ParkedCount::park(&shared.stats);
+        if let Some(lot) = lot.as_ref().filter(|l| l.is_open()) {
+            // The lot keeps the context by value, in one place with every other parked
+            // connection's, rather than scattered over pages that this connection's request
+            // freed: those can then go back to the system. It is still shared when a background
+            // revalidation holds it; then the connection waits here.
+            drop(service);
+            conn_ctx = match Arc::try_unwrap(conn_ctx) {
+                Ok(ctx) => match io.into_tcp() {
+                    Ok(tcp) => {
+                        let deadline = activity.idle_deadline(timers.keepalive);
+                        lot.park(tcp, ParkedConn::from(ctx), deadline);
+                        // The lot holds the connection from here; this task ends.
+                        return;
+                    }
+                    // TLS, or bytes to replay: wait here.
+                    Err(back) => {
+                        io = back;
+                        Arc::new(ctx)
+                    }
+                },
+                Err(shared) => shared,
+            };
+            service = conn_service(Arc::clone(&conn_ctx));
+        }
+        let parked = ParkedCount::park(&conn_ctx.shared.stats);
         let resumed = wait_parked(&io, &activity, timers.keepalive, &draining).await;
         drop(parked);
         if !resumed {
@@ -426,7 +514,7 @@ async fn serve_http<S>(
 
 /// Waits, holding no buffer, for a parked connection's client to write again. False when the
 /// connection should close instead: keep-alive ran out, or the engine drains.
-async fn wait_parked<S: ReadReady>(
+async fn wait_parked<S: Parkable>(
     io: &S,
     activity: &ConnActivity,
     keepalive: Duration,
@@ -512,7 +600,7 @@ async fn drive<C: Graceful>(
 mod tests {
     use super::*;
 
-    fn future_size<A, B, C, F: Future>(_: impl Fn(A, B, C) -> F) -> usize {
+    fn future_size<A, B, C, D, F: Future>(_: impl Fn(A, B, C, D) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
@@ -523,5 +611,7 @@ mod tests {
     fn a_connection_task_stays_small() {
         let size = future_size(serve_connection);
         assert!(size <= 1536, "serve_connection's future is {size} bytes");
+        let size = future_size(resume_parked);
+        assert!(size <= 1536, "resume_parked's future is {size} bytes");
     }
 }
