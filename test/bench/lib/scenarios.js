@@ -271,34 +271,81 @@ function lineReader(child) {
   };
 }
 
-/** Opens `count` keep-alive connections (one request each) and holds them: RSS per connection. */
+/** Connections held before the baseline is taken (see runIdle). */
+const IDLE_PRIMING = 100;
+/** How long memory may take to settle after connections go idle (see settledRss). */
+const IDLE_SETTLE_MS = 3500;
+const IDLE_SETTLE_MS_QUICK = 1000;
+const IDLE_SETTLE_MAX_MS = 10_000;
+
+/**
+ * The process tree's RSS once it has settled: gatehouse parks a connection 250-500 ms after its
+ * last response and gives the freed memory back to the OS once the number of parked connections
+ * has stopped growing for one of its 1 s housekeeping ticks (up to ~2.5 s). Waits `IDLE_SETTLE_MS`
+ * (a smoke run only `IDLE_SETTLE_MS_QUICK`: its memory figures are not for reading), then until
+ * two samples half a second apart differ by under 0.5% (at most `IDLE_SETTLE_MAX_MS`). The same for
+ * every proxy.
+ */
+async function settledRss(pid, quick) {
+  const started = Date.now();
+  await sleep(quick ? IDLE_SETTLE_MS_QUICK : IDLE_SETTLE_MS);
+  let last = treeRss(pid);
+  while (Date.now() - started < IDLE_SETTLE_MAX_MS) {
+    await sleep(500);
+    const now = treeRss(pid);
+    if (Math.abs(now - last) < last * 0.005) return now;
+    last = now;
+  }
+  return last;
+}
+
+/** Starts the idle-connection client holding `count` connections; resolves once they are ready. */
+async function holdConnections(h, count) {
+  const client = spawnPinned(LOAD_CPU, process.execPath, [HOLD_CLIENT, String(h.port), String(count), '180'], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const next = lineReader(client);
+  const release = async () => {
+    client.stdin.end();
+    await stopChild(client, 2000);
+  };
+  try {
+    const [, opened, failed] = (await next(/^ready /, 120_000)).split(' ').map(Number);
+    const stillOpen = async () => {
+      client.stdin.write('check\n');
+      return Number((await next(/^open /, 10_000)).split(' ')[1]);
+    };
+    return { opened, failed, stillOpen, release };
+  } catch (e) {
+    await release();
+    throw e;
+  }
+}
+
+/**
+ * Opens `count` keep-alive connections (one request each) and holds them: RSS per connection.
+ * The marginal cost: the baseline is taken with `IDLE_PRIMING` connections already idle and
+ * memory settled, so a proxy's one-time costs of going idle (gatehouse's first heap trim gives
+ * back memory from start-up too) are in neither figure.
+ */
 async function runIdle(scn, proxy, ctx) {
   const h = await proxy.start(ctx);
-  let client;
+  const held = [];
   try {
     await runWrk({ url: `${h.url}/small`, connections: 16, seconds: 1 });
-    await sleep(ctx.quick ? 100 : 300);
-    const rssBefore = treeRss(h.pid);
+    held.push(await holdConnections(h, IDLE_PRIMING));
+    const rssBefore = await settledRss(h.pid, ctx.quick);
     const m = startMeter(h.pid);
-    client = spawnPinned(LOAD_CPU, process.execPath, [HOLD_CLIENT, String(h.port), String(ctx.idleCount), '180'], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    const next = lineReader(client);
-    const ready = await next(/^ready /, 120_000);
-    const [, opened, failed] = ready.split(' ').map(Number);
-    const cpu = stopMeter(m, h.pid, opened);
-    // Let lazily freed or allocated buffers settle: gatehouse parks a connection 250-500 ms after
-    // its last response, and gives the freed memory back to the OS once the number of parked
-    // connections has stopped growing for one of its 1 s housekeeping ticks (up to ~2.5 s).
-    await sleep(3000);
-    const rssAfter = treeRss(h.pid);
-    client.stdin.write('check\n');
-    const stillOpen = Number((await next(/^open /, 10_000)).split(' ')[1]);
+    const idle = await holdConnections(h, ctx.idleCount);
+    held.push(idle);
+    const cpu = stopMeter(m, h.pid, idle.opened);
+    const rssAfter = await settledRss(h.pid, ctx.quick);
+    const stillOpen = await idle.stillOpen();
     const grown = rssAfter - rssBefore;
     return {
       proxy: proxy.name,
       connections: stillOpen,
-      failed,
+      failed: idle.failed,
       rss_before_mib: round(rssBefore / 2 ** 20, 1),
       rss_after_mib: round(rssAfter / 2 ** 20, 1),
       bytes_per_conn: stillOpen > 0 ? round(grown / stillOpen, 0) : null,
@@ -307,10 +354,7 @@ async function runIdle(scn, proxy, ctx) {
       other_on_core_pct: cpu.other_on_core_pct,
     };
   } finally {
-    if (client) {
-      client.stdin.end();
-      await stopChild(client, 2000);
-    }
+    for (const c of held) await c.release();
     await h.stop();
   }
 }
