@@ -6,7 +6,8 @@
 //! nginx and HAProxy do), and the handler cannot see the dropped header. So [`FramingAudit`] follows
 //! the client's byte stream alongside hyper: it finds each request head, notes whether it has
 //! both headers, and skips the body by the same framing rules so that it stays aligned with hyper.
-//! The cost is one `httparse` pass over each head; body bytes are skipped, not copied.
+//! The cost is one scan of each head's line starts, and an `httparse` pass over the heads that may
+//! frame a body or switch protocols; body bytes are skipped, not copied.
 //!
 //! When the audit loses track (bytes it cannot parse, an upgraded connection), it stops: hyper
 //! itself rejects what is malformed, so the audit only ever adds rejections, never removes them.
@@ -137,6 +138,12 @@ impl FramingAudit {
 
     /// Parses a complete head and decides how its body is framed.
     fn inspect_head(&mut self, head: &[u8]) -> State {
+        // Most requests (GET, HEAD) have no header that frames a body or switches protocols:
+        // nothing to follow but the next head, and no second parse of this one.
+        if !may_frame_or_upgrade(head) {
+            self.heads += 1;
+            return State::Head;
+        }
         // Uninitialised slots: filling 256 empty headers would cost more than the parse.
         let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 256];
         let mut req = httparse::Request::new(&mut []);
@@ -275,6 +282,20 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(haystack, needle)
 }
 
+/// Whether a head may carry `Content-Length`, `Transfer-Encoding` or `Upgrade`, or be a
+/// `CONNECT`: any line starting with one of those names, in any case. A false positive only costs
+/// the full parse.
+fn may_frame_or_upgrade(head: &[u8]) -> bool {
+    const NAMES: [&[u8]; 3] = [b"content-length", b"transfer-encoding", b"upgrade"];
+    head.starts_with(b"CONNECT")
+        || memchr::memchr_iter(b'\n', head).any(|i| {
+            let line = &head[i + 1..];
+            NAMES.iter().any(|name| {
+                line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name)
+            })
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +352,21 @@ mod tests {
             None,
             "bytes after an upgrade are not requests"
         );
-        assert!(matches!(audit(&[b"garbage\r\n\r\n"]).state, State::Off));
+        let garbage = audit(&[b"garbage\r\nContent-Length: 1\r\n\r\n"]);
+        assert!(matches!(garbage.state, State::Off));
+    }
+
+    #[test]
+    fn framing_headers_are_found_in_any_case() {
+        let mixed =
+            b"GET / HTTP/1.1\r\nHost: a\r\ncOnTeNt-LeNgTh: 0\r\ntRaNsFeR-eNcOdInG: chunked\r\n\r\n";
+        assert_eq!(audit(&[mixed]).ambiguous(), Some(1));
+        let upgrade = audit(&[b"GET / HTTP/1.1\r\nUPGRADE: h2c\r\n\r\n"]);
+        assert!(matches!(upgrade.state, State::Off));
+        let connect = audit(&[b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"]);
+        assert!(matches!(connect.state, State::Off));
+        // Heads without them are still counted, so the index of a later ambiguous one is right.
+        let plain = b"GET /1 HTTP/1.1\r\nHost: a\r\nX-Content-Length: 5\r\n\r\n";
+        assert_eq!(audit(&[plain, plain, mixed]).ambiguous(), Some(3));
     }
 }
