@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http::header::{HeaderMap, AGE};
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderValue, AGE};
 use http::{Response, StatusCode, Version};
 
 use crate::config::{CacheConfig, ENTRY_OVERHEAD, FIELD_OVERHEAD};
@@ -88,7 +88,7 @@ impl StoredResponse {
             .saturating_add(usize::try_from(body_len).unwrap_or(usize::MAX));
         Self {
             status,
-            headers,
+            headers: detach(&headers),
             body,
             body_len,
             head_only,
@@ -111,6 +111,30 @@ impl StoredResponse {
     pub(crate) fn recency(&self) -> (SystemTime, SystemTime) {
         (self.timing.date, self.timing.response_time)
     }
+}
+
+/// A copy of `headers` whose values live in one buffer of their own. Values parsed by hyper are
+/// views into the connection's whole read buffer (8 KiB, up to hundreds of KiB after a large
+/// response): stored as they are, each entry would keep that buffer alive, uncounted in
+/// `max_size`.
+fn detach(headers: &HeaderMap) -> HeaderMap {
+    let mut buf = BytesMut::with_capacity(headers.iter().map(|(_, v)| v.len()).sum());
+    for (_, v) in headers {
+        buf.extend_from_slice(v.as_bytes());
+    }
+    let buf = buf.freeze();
+    let mut detached = HeaderMap::with_capacity(headers.len());
+    let mut at = 0;
+    for (name, v) in headers {
+        let end = at + v.len();
+        // The same bytes as a valid value: this cannot fail, but a copy would do if it did.
+        let mut value =
+            HeaderValue::from_maybe_shared(buf.slice(at..end)).unwrap_or_else(|_| v.clone());
+        value.set_sensitive(v.is_sensitive());
+        detached.append(name.clone(), value);
+        at = end;
+    }
+    detached
 }
 
 /// A stored response as served now: the entry and its current age.
@@ -184,5 +208,38 @@ impl fmt::Debug for CachedResponse {
             .field("age", &self.age)
             .field("body_len", &self.entry.body_len)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::{CACHE_CONTROL, CONTENT_TYPE, SET_COOKIE};
+
+    #[test]
+    fn stored_values_are_equal_but_do_not_point_into_the_parse_buffer() {
+        let raw = Bytes::from(b"text/plain max-age=60 a=1 b=2".to_vec());
+        let value =
+            |r: std::ops::Range<usize>| HeaderValue::from_maybe_shared(raw.slice(r)).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.append(CONTENT_TYPE, value(0..10));
+        headers.append(CACHE_CONTROL, value(11..21));
+        headers.append(SET_COOKIE, value(22..25));
+        let mut secret = value(26..29);
+        secret.set_sensitive(true);
+        headers.append(SET_COOKIE, secret);
+
+        let detached = detach(&headers);
+        assert_eq!(detached, headers);
+        let cookies: Vec<_> = detached.get_all(SET_COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"], "repeated fields keep their order");
+        assert!(cookies[1].is_sensitive());
+        let source = raw.as_ptr_range();
+        for v in detached.values() {
+            assert!(
+                !source.contains(&v.as_bytes().as_ptr()),
+                "{v:?} still points into the parse buffer"
+            );
+        }
     }
 }
