@@ -9,14 +9,14 @@
 //! `Vary` form the secondary key of each variant stored under one primary key (see `vary`).
 
 use std::fmt;
-use std::sync::Arc;
 
 use http::Uri;
 
-/// Identifies a URL in the cache. Cheap to clone.
+/// Identifies a URL in the cache. Built for every cacheable request, hits included, so it is one
+/// allocation; cloning copies its text (a miss or an insert does, a hit does not).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
-    text: Arc<str>,
+    text: String,
     /// Length of `scheme://authority`.
     origin_len: usize,
 }
@@ -32,15 +32,13 @@ impl CacheKey {
         };
         // Built in one buffer: a key is made for every cacheable request, hits included.
         let mut text = String::with_capacity(scheme.len() + 3 + host.len() + path.len());
-        text.extend(scheme.chars().map(|c| c.to_ascii_lowercase()));
+        text.push_str(scheme);
+        text.make_ascii_lowercase();
         text.push_str("://");
         push_normalized_authority(&mut text, host);
         let origin_len = text.len();
         text.push_str(path);
-        Self {
-            text: text.into(),
-            origin_len,
-        }
+        Self { text, origin_len }
     }
 
     /// The key for a request: `host` is what the client asked for (its `Host` field or the
@@ -116,7 +114,11 @@ fn push_normalized_authority(text: &mut String, authority: &str) {
     } else {
         ""
     };
-    text.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+    let start = text.len();
+    text.push_str(host);
+    if let Some(pushed) = text.get_mut(start..) {
+        pushed.make_ascii_lowercase();
+    }
     if let Some(p) = port.filter(|p| !p.is_empty() && *p != default_port) {
         text.push(':');
         text.push_str(p);

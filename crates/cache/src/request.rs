@@ -41,6 +41,9 @@ pub struct CacheRequest {
     key: CacheKey,
     headers: HeaderMap,
     directives: RequestDirectives,
+    /// Worked out once from the headers: a lookup and the fill that may follow consult both.
+    bypass: Option<BypassReason>,
+    authorization: bool,
 }
 
 impl CacheRequest {
@@ -60,11 +63,14 @@ impl CacheRequest {
         uri: &Uri,
         headers: HeaderMap,
     ) -> Self {
+        let (bypass, authorization) = classify(method, &headers);
         Self {
             method: method.clone(),
             key: CacheKey::for_request(scheme, host, uri),
             directives: RequestDirectives::parse(&headers),
             headers,
+            bypass,
+            authorization,
         }
     }
 
@@ -90,17 +96,7 @@ impl CacheRequest {
 
     /// Why this request bypasses the cache, if it does.
     pub fn bypass(&self) -> Option<BypassReason> {
-        if self.method != Method::GET && self.method != Method::HEAD {
-            return Some(BypassReason::Method);
-        }
-        let h = &self.headers;
-        if h.contains_key(RANGE) || h.contains_key(IF_RANGE) {
-            return Some(BypassReason::Range);
-        }
-        if h.contains_key(IF_MATCH) || h.contains_key(IF_UNMODIFIED_SINCE) {
-            return Some(BypassReason::Precondition);
-        }
-        None
+        self.bypass
     }
 
     pub(crate) fn is_get(&self) -> bool {
@@ -111,10 +107,33 @@ impl CacheRequest {
     /// wait for it. Not with `no-store` (nothing will be stored) nor with `Authorization` (what
     /// is stored depends on the response, and others should not queue behind a private fetch).
     pub(crate) fn may_lead_fill(&self) -> bool {
-        self.bypass().is_none()
-            && !self.directives.no_store
-            && !self.headers.contains_key(AUTHORIZATION)
+        self.bypass().is_none() && !self.directives.no_store && !self.authorization
     }
+}
+
+/// Why a request bypasses the cache, and whether it carries `Authorization`: one pass over its
+/// field names (a request has a handful) rather than a hash lookup per name asked about.
+fn classify(method: &Method, headers: &HeaderMap) -> (Option<BypassReason>, bool) {
+    let (mut range, mut precondition, mut authorization) = (false, false, false);
+    for name in headers.keys() {
+        if name == RANGE || name == IF_RANGE {
+            range = true;
+        } else if name == IF_MATCH || name == IF_UNMODIFIED_SINCE {
+            precondition = true;
+        } else if name == AUTHORIZATION {
+            authorization = true;
+        }
+    }
+    let bypass = if method != Method::GET && method != Method::HEAD {
+        Some(BypassReason::Method)
+    } else if range {
+        Some(BypassReason::Range)
+    } else if precondition {
+        Some(BypassReason::Precondition)
+    } else {
+        None
+    };
+    (bypass, authorization)
 }
 
 #[cfg(test)]

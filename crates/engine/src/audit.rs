@@ -114,7 +114,7 @@ impl FramingAudit {
                 return data;
             }
             // The usual case: the whole head in one read, inspected where it lies.
-            if let Some(end) = find(data, b"\r\n\r\n").map(|i| i + 4) {
+            if let Some(end) = find_head_end(data).map(|i| i + 4) {
                 self.state = self.inspect_head(&data[..end]);
                 return &data[end..];
             }
@@ -122,7 +122,7 @@ impl FramingAudit {
         // Search from a little before the new bytes, in case the terminator straddles reads.
         let from = self.head.len().saturating_sub(3);
         self.head.extend_from_slice(data);
-        let Some(end) = find(&self.head[from..], b"\r\n\r\n").map(|i| from + i + 4) else {
+        let Some(end) = find_head_end(&self.head[from..]).map(|i| from + i + 4) else {
             if self.head.len() > MAX_HEAD {
                 self.state = State::Off;
             }
@@ -278,8 +278,12 @@ fn last_coding_is_chunked(value: &[u8]) -> bool {
         .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(haystack, needle)
+/// The end of a head. A searcher built once: `memmem::find` would build one per call.
+static HEAD_END: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+
+fn find_head_end(haystack: &[u8]) -> Option<usize> {
+    HEAD_END.find(haystack)
 }
 
 /// Whether a head may carry `Content-Length`, `Transfer-Encoding` or `Upgrade`, or be a
