@@ -84,18 +84,37 @@ pub fn check_request<B>(req: &Request<B>, max_header_size: u64) -> Result<(), Pr
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // One pass over the few names present tells which of the seven are there (usually none, or
+    // only `Connection`), rather than a hashed removal for each.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    if present == 0 {
+        return;
+    }
+    // `Connection` is HOP_BY_HOP[0]. Its usual `keep-alive` is removed below anyway, so the
+    // list of other names it gives stays empty (and unallocated).
+    if present & 1 != 0 {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|token| !token.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -132,23 +151,29 @@ pub fn add_via(headers: &mut HeaderMap, version: Version) {
     }
 }
 
+/// The client's address as an `X-Forwarded-For` element.
+pub fn forwarded_for(ip: IpAddr) -> HeaderValue {
+    // An address's text is always a valid header value.
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 /// What the origin learns about the original request.
 pub struct Forwarded<'a> {
-    pub client_ip: IpAddr,
+    /// The client's address, formatted once per connection ([`forwarded_for`]).
+    pub client_ip: &'a HeaderValue,
     pub proto: &'static str,
     pub host: Option<&'a HeaderValue>,
     pub request_id: HeaderValue,
 }
 
 pub fn add_forwarded(headers: &mut HeaderMap, f: Forwarded<'_>) {
-    let mut ip = [0u8; 48];
-    let ip_len = {
-        use std::io::Write;
-        let mut cursor = std::io::Cursor::new(&mut ip[..]);
-        let _ = write!(cursor, "{}", f.client_ip);
-        cursor.position() as usize
-    };
-    append_to_list(headers, X_FORWARDED_FOR, &ip[..ip_len]);
+    // Room for the four fields below (and `Via`) at once, not a regrowth per field.
+    headers.reserve(5);
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        append_to_list(headers, X_FORWARDED_FOR, f.client_ip.as_bytes());
+    } else {
+        headers.insert(X_FORWARDED_FOR, f.client_ip.clone());
+    }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
     if let Some(host) = f.host {
         headers.insert(X_FORWARDED_HOST, host.clone());
@@ -247,6 +272,23 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+
+        // Without `Connection`, each hop-by-hop name found is still removed, repeats included.
+        let mut h = HeaderMap::new();
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.append("transfer-encoding", HeaderValue::from_static("gzip"));
+        h.append("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-kept"]);
+
+        let mut plain = HeaderMap::new();
+        plain.insert("host", HeaderValue::from_static("a"));
+        plain.insert("accept", HeaderValue::from_static("*/*"));
+        let before = plain.clone();
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain, before);
     }
 
     #[test]
@@ -258,13 +300,26 @@ mod tests {
         add_forwarded(
             &mut h,
             Forwarded {
-                client_ip: "127.0.0.1".parse().expect("ip"),
+                client_ip: &forwarded_for("127.0.0.1".parse().expect("ip")),
                 proto: "http",
                 host: Some(&host),
                 request_id: HeaderValue::from_static("abc"),
             },
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        let mut first = HeaderMap::new();
+        let v6 = forwarded_for("2001:db8::1".parse().expect("ip"));
+        add_forwarded(
+            &mut first,
+            Forwarded {
+                client_ip: &v6,
+                proto: "https",
+                host: None,
+                request_id: HeaderValue::from_static("abc"),
+            },
+        );
+        assert_eq!(first["x-forwarded-for"], "2001:db8::1");
+        assert!(!first.contains_key("x-forwarded-host"));
         assert_eq!(h["x-forwarded-host"], "example.com");
         assert_eq!(h["x-forwarded-proto"], "http");
         add_via(&mut h, Version::HTTP_11);

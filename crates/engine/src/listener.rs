@@ -177,6 +177,7 @@ async fn accept_until_stopped(
             listener: Arc::clone(runtime),
             shared: Arc::clone(&shared),
             activity: Arc::new(ConnActivity::new()),
+            forwarded_for: std::sync::OnceLock::new(),
         };
         connections.spawn(serve_connection(
             stream,

@@ -95,6 +95,7 @@ impl From<ParkedConn> for ConnContext {
             listener: parked.listener,
             shared: parked.shared,
             activity: Arc::new(ConnActivity::new()),
+            forwarded_for: std::sync::OnceLock::new(),
         }
     }
 }

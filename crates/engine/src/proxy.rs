@@ -51,6 +51,9 @@ pub struct ConnContext {
     pub listener: Arc<ListenerRuntime>,
     pub shared: Arc<Shared>,
     pub activity: Arc<ConnActivity>,
+    /// The client's address as an `X-Forwarded-For` element, formatted by the connection's first
+    /// proxied request.
+    pub forwarded_for: std::sync::OnceLock<HeaderValue>,
 }
 
 /// See [`ConnContext::slot`].
@@ -564,7 +567,9 @@ fn upstream_request(
     headers::add_forwarded(
         h,
         Forwarded {
-            client_ip: ctx.peer.ip(),
+            client_ip: ctx
+                .forwarded_for
+                .get_or_init(|| headers::forwarded_for(ctx.peer.ip())),
             proto: ctx.scheme,
             host: host.as_ref(),
             request_id,
