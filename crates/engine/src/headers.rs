@@ -95,9 +95,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
-    // `Connection` is HOP_BY_HOP[0]. Its usual `keep-alive` is removed below anyway, so the
-    // list of other names it gives stays empty (and unallocated).
-    if present & 1 != 0 {
+    // `Connection` is HOP_BY_HOP[0]. Its usual `keep-alive` names no other field (a `Keep-Alive`
+    // field is removed below anyway): only other tokens need parsing.
+    let names_others = || {
+        headers.get_all(header::CONNECTION).iter().any(|v| {
+            !v.as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"keep-alive")
+        })
+    };
+    if present & 1 != 0 && names_others() {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
