@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { ensureDebian, ensureNodePeers } from './lib/install.js';
 import { startOrigin } from './lib/origin.js';
 import { profileProxies } from './lib/profile.js';
+import { countInstructions } from './lib/instructions.js';
 import { PROXIES, REPO, snapshotGatehouse } from './lib/proxies.js';
 import { checkTargets, markdownTable, targetsMarkdown, targetsText, textTable } from './lib/report.js';
 import { RUNNERS, SCENARIOS } from './lib/scenarios.js';
@@ -30,6 +31,9 @@ const HELP = `usage: npm run bench -- [options]
                         context switches per request of every proxy (perf stat) and print the
                         hottest symbols of gatehouse and nginx (perf record; needs linux-perf)
   --profile-connections N  connections for --profile (default 64)
+  --instructions        instead of the scenarios: gatehouse's user-space instructions per request
+                        (proxied, and cache hits), counted by callgrind: repeatable within ~0.1%,
+                        the figure to compare two builds with (needs valgrind)
   --no-install          never apt-get or npm install missing peers (skip them instead)
   -h, --help            this text
 
@@ -48,6 +52,7 @@ const { values: opts } = parseArgs({
     scenarios: { type: 'string' },
     'idle-count': { type: 'string' },
     profile: { type: 'boolean', default: false },
+    instructions: { type: 'boolean', default: false },
     'profile-connections': { type: 'string' },
     'no-install': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
@@ -119,6 +124,7 @@ async function main() {
         ...(wanted('haproxy') ? { haproxy: 'haproxy' } : {}),
         ...(wanted('varnish') ? { varnishd: 'varnish' } : {}),
         ...(opts.profile ? { perf: 'linux-perf' } : {}),
+        ...(opts.instructions ? { valgrind: 'valgrind' } : {}),
       },
       log,
     );
@@ -175,6 +181,10 @@ async function main() {
     }
     if (opts.profile) {
       await profileProxies(ctx, log, runnable.filter((p) => !p.cacheOnly));
+      return;
+    }
+    if (opts.instructions) {
+      await countInstructions(ctx, log);
       return;
     }
     log(

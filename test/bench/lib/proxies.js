@@ -42,7 +42,7 @@ export function snapshotGatehouse(dir) {
  * `tls` ({ cert, key }): the listener terminates TLS 1.3 only; gatehouse offers h2 and http/1.1
  * by ALPN on every TLS listener (there is no setting for it).
  */
-function gatehouseConfig(port, adminPort, originUrl, balance, cache, tls) {
+export function gatehouseConfig(port, adminPort, originUrl, balance, cache, tls) {
   const listener = { address: `127.0.0.1:${port}` };
   if (tls) listener.tls = { certificates: [{ cert: tls.cert, key: tls.key }], min_version: '1.3' };
   return {
