@@ -113,6 +113,9 @@ impl StoredResponse {
     }
 }
 
+/// Fields added to a stored header section each time it is served.
+const SERVED_FIELDS: usize = 4;
+
 /// A copy of `headers` whose values live in one buffer of their own. Values parsed by hyper are
 /// views into the connection's whole read buffer (8 KiB, up to hundreds of KiB after a large
 /// response): stored as they are, each entry would keep that buffer alive, uncounted in
@@ -123,7 +126,9 @@ fn detach(headers: &HeaderMap) -> HeaderMap {
         buf.extend_from_slice(v.as_bytes());
     }
     let buf = buf.freeze();
-    let mut detached = HeaderMap::with_capacity(headers.len());
+    // Room for what serving adds (`Age`, then the proxy's `X-Cache-Status`): a copy of the map
+    // keeps its index size, so those inserts do not rebuild the index on every hit.
+    let mut detached = HeaderMap::with_capacity(headers.len() + SERVED_FIELDS);
     let mut at = 0;
     for (name, v) in headers {
         let end = at + v.len();
