@@ -1,6 +1,8 @@
 //! The request side: what the cache needs to know about one request, parsed once.
 
-use http::header::{HeaderMap, AUTHORIZATION, IF_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE};
+use http::header::{
+    HeaderMap, AUTHORIZATION, CACHE_CONTROL, IF_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, PRAGMA, RANGE,
+};
 use http::{Method, Uri};
 
 use crate::directives::RequestDirectives;
@@ -63,11 +65,20 @@ impl CacheRequest {
         uri: &Uri,
         headers: HeaderMap,
     ) -> Self {
-        let (bypass, authorization) = classify(method, &headers);
+        let Classified {
+            bypass,
+            authorization,
+            directives,
+        } = classify(method, &headers);
         Self {
             method: method.clone(),
             key: CacheKey::for_request(scheme, host, uri),
-            directives: RequestDirectives::parse(&headers),
+            // Most requests carry neither field: no lookups for them.
+            directives: if directives {
+                RequestDirectives::parse(&headers)
+            } else {
+                RequestDirectives::default()
+            },
             headers,
             bypass,
             authorization,
@@ -111,10 +122,20 @@ impl CacheRequest {
     }
 }
 
-/// Why a request bypasses the cache, and whether it carries `Authorization`: one pass over its
-/// field names (a request has a handful) rather than a hash lookup per name asked about.
-fn classify(method: &Method, headers: &HeaderMap) -> (Option<BypassReason>, bool) {
-    let (mut range, mut precondition, mut authorization) = (false, false, false);
+/// What a request's field names alone tell the cache.
+struct Classified {
+    bypass: Option<BypassReason>,
+    authorization: bool,
+    /// `Cache-Control` or `Pragma` is present: there are directives to parse.
+    directives: bool,
+}
+
+/// Why a request bypasses the cache, whether it carries `Authorization` and whether it has
+/// directives: one pass over its field names (a request has a handful) rather than a hash lookup
+/// per name asked about.
+fn classify(method: &Method, headers: &HeaderMap) -> Classified {
+    let (mut range, mut precondition, mut authorization, mut directives) =
+        (false, false, false, false);
     for name in headers.keys() {
         if name == RANGE || name == IF_RANGE {
             range = true;
@@ -122,6 +143,8 @@ fn classify(method: &Method, headers: &HeaderMap) -> (Option<BypassReason>, bool
             precondition = true;
         } else if name == AUTHORIZATION {
             authorization = true;
+        } else if name == CACHE_CONTROL || name == PRAGMA {
+            directives = true;
         }
     }
     let bypass = if method != Method::GET && method != Method::HEAD {
@@ -133,7 +156,11 @@ fn classify(method: &Method, headers: &HeaderMap) -> (Option<BypassReason>, bool
     } else {
         None
     };
-    (bypass, authorization)
+    Classified {
+        bypass,
+        authorization,
+        directives,
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +170,26 @@ mod tests {
     fn request(method: Method, pairs: &[(&'static str, &'static str)]) -> CacheRequest {
         let h = crate::tests::headers(pairs);
         CacheRequest::new("http", "example.com", &method, &"/x".parse().unwrap(), &h)
+    }
+
+    #[test]
+    fn directives_are_read_when_cache_control_or_pragma_is_present() {
+        assert_eq!(
+            *request(Method::GET, &[]).directives(),
+            RequestDirectives::default()
+        );
+        assert!(
+            request(Method::GET, &[("pragma", "no-cache")])
+                .directives()
+                .no_cache
+        );
+        let r = request(
+            Method::GET,
+            &[("cache-control", "no-store"), ("authorization", "x")],
+        );
+        assert!(r.directives().no_store);
+        assert!(!r.may_lead_fill());
+        assert_eq!(r.bypass(), None);
     }
 
     #[test]
