@@ -329,7 +329,7 @@ const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 
 /// A client stream that can park: tell when its socket has bytes without reading them (and so
-/// without a buffer), and, for plain TCP, leave its task for the worker's [`ParkingLot`].
+/// without a buffer), and, for plain TCP, leave its task for the engine's [`ParkingLot`].
 pub trait Parkable: Sized {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 
@@ -490,7 +490,7 @@ async fn serve_http<S>(
                         // The lot holds the connection from here; this task ends.
                         return;
                     }
-                    // TLS, or bytes to replay: wait here.
+                    // Bytes already read wait to be replayed: wait here.
                     Err(back) => {
                         io = back;
                         Arc::new(ctx)

@@ -1,4 +1,4 @@
-//! The parking lot: where a worker's idle plain HTTP/1 connections wait for their client's next
+//! The parking lot: where the engine's idle plain HTTP/1 connections wait for their client's next
 //! request without a task, a buffer or a tokio registration of their own.
 //!
 //! An idle keep-alive connection is most connections on a busy proxy, and what it costs is what
@@ -6,8 +6,8 @@
 //! preallocated array plus its epoll entry. Parked in its own task (see `listener::PARK_AFTER`),
 //! a connection still kept the task (~1.5 KiB), tokio's readiness slot and the watchdog, and the
 //! allocator could not give the pages they were scattered over back: 5 KB a connection. Here a
-//! parked connection is a socket in one epoll set owned by the worker (through mio), a slot in
-//! one vector, and the connection's context: a few hundred bytes.
+//! parked connection is a socket in one epoll set (through mio) and a slot holding its context by
+//! value in one slab, with its deadline in a heap: under 300 bytes (docs/performance.md).
 //!
 //! One lot serves every worker, driven by a thread of its own (`gatehouse-park`) that blocks in
 //! `epoll_wait` until a parked socket is readable or the earliest keep-alive deadline. Parking
