@@ -208,10 +208,6 @@ impl Engine {
             n => n,
         };
         let workers = Workers::start(workers).map_err(EngineError::Io)?;
-        let connections = TaskTracker::new();
-        let draining = CancellationToken::new();
-        let (lot, lot_thread) =
-            ParkingLot::start(connections.clone(), draining.clone()).map_err(EngineError::Io)?;
         let access_log = open_access_log(&config.log)?;
         let cache = cache_for(&config.cache, None);
         let (state, registry) = ProxyState::build(
@@ -230,6 +226,12 @@ impl Engine {
             listeners: ArcSwap::from_pointee(Vec::new()),
             heap_release: std::sync::OnceLock::new(),
         });
+        // Started last of the fallible steps: from here on a failure drops the engine, whose
+        // `Drop` stops the lot's thread.
+        let connections = TaskTracker::new();
+        let draining = CancellationToken::new();
+        let (lot, lot_thread) =
+            ParkingLot::start(connections.clone(), draining.clone()).map_err(EngineError::Io)?;
         let engine = Engine {
             workers: Some(workers),
             lot,

@@ -200,9 +200,6 @@ impl ParkingLot {
         let Ok(worker) = Handle::try_current() else {
             return;
         };
-        if !self.is_open() {
-            return;
-        }
         let stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
@@ -211,6 +208,11 @@ impl ParkingLot {
             }
         };
         let mut spaces = self.spaces.lock();
+        // Checked under the lock: the lot's thread marks itself stopped before it takes the lock
+        // to close what is parked, so a connection parked after that check would stay forever.
+        if !self.is_open() {
+            return;
+        }
         let slot = spaces.taken.vacant_key();
         let fd = stream.as_raw_fd();
         if let Err(e) = self
