@@ -373,6 +373,16 @@ mod tests {
         store.find(k, |_| true).is_some()
     }
 
+    /// A store holding exactly 64 entries, inserted in key order (`/k00` oldest).
+    fn full_store_of_64() -> (Store, Vec<CacheKey>) {
+        let keys: Vec<CacheKey> = (0..64).map(|i| key(&format!("/k{i:02}"))).collect();
+        let store = Store::new(64 * weight(&keys[0], "x"), 4);
+        for k in &keys {
+            put(&store, k, "x").unwrap();
+        }
+        (store, keys)
+    }
+
     fn weight(k: &CacheKey, body: &str) -> usize {
         ENTRY_OVERHEAD + k.len() + body.len()
     }
@@ -406,11 +416,7 @@ mod tests {
 
     #[test]
     fn a_hit_on_a_recent_entry_keeps_its_place_and_order_stays_near_lru() {
-        let keys: Vec<CacheKey> = (0..64).map(|i| key(&format!("/k{i:02}"))).collect();
-        let store = Store::new(64 * weight(&keys[0], "x"), 4);
-        for k in &keys {
-            put(&store, k, "x").unwrap();
-        }
+        let (store, keys) = full_store_of_64();
         let ticks = |store: &Store| store.ticks.load(Ordering::Relaxed);
         let before = ticks(&store);
         // The newest four (64 entries / 16) are recent enough: hits take no tick.
@@ -432,11 +438,7 @@ mod tests {
 
     #[test]
     fn lru_order_is_global_across_shards() {
-        let keys: Vec<CacheKey> = (0..64).map(|i| key(&format!("/k{i:02}"))).collect();
-        let store = Store::new(64 * weight(&keys[0], "x"), 4);
-        for k in &keys {
-            put(&store, k, "x").unwrap();
-        }
+        let (store, keys) = full_store_of_64();
         // Use them in reverse, so the first inserted are the most recent.
         for k in keys.iter().rev() {
             assert!(has(&store, k));
