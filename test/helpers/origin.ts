@@ -1,6 +1,7 @@
 /** Test origins: real HTTP servers on 127.0.0.1 with OS-assigned ports that record what reaches them. */
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { readFileSync } from 'node:fs';
 import type { AddressInfo, Socket } from 'node:net';
 
 export interface SeenRequest {
@@ -89,11 +90,42 @@ export async function startOrigin(handler: Handler = echo, options: { streamBody
   return origin;
 }
 
-/** A port with nothing listening on it (bound, then released). */
-export async function closedPort(): Promise<number> {
+/**
+ * Lowest port the OS hands out for port 0 (Linux's ephemeral range), so that a port picked below
+ * it is never given to another test's listener in the meantime.
+ */
+function ephemeralLow(): number {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 11_000 ? low : 0;
+  } catch {
+    return 0;
+  }
+}
+
+function listenOnce(port: number): Promise<number | null> {
   const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return new Promise((resolve) => {
+    server.once('error', () => resolve(null));
+    server.listen(port, '127.0.0.1', () => {
+      const bound = (server.address() as AddressInfo).port;
+      server.close(() => resolve(bound));
+    });
+  });
+}
+
+/**
+ * A port with nothing listening on it (bound, then released). Taken below the ephemeral range
+ * where there is one: a port released inside it could be handed to a listener another test
+ * starts on port 0 before this test uses it (seen: a "closed" backend answering 503).
+ */
+export async function closedPort(): Promise<number> {
+  const low = ephemeralLow();
+  for (let attempt = 0; low > 0 && attempt < 50; attempt++) {
+    const port = await listenOnce(10_000 + Math.floor(Math.random() * (low - 10_000)));
+    if (port !== null) return port;
+  }
+  const port = await listenOnce(0);
+  if (port === null) throw new Error('cannot find a free port');
   return port;
 }
