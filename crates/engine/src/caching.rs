@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::body::UpstreamBody;
 use crate::conn::ConnActivity;
 use crate::error::{ProxyError, Side};
+use crate::headers;
 use crate::proxy::{exchange_with_retries, ConnContext, Reply};
 use crate::response::Exchange;
 use crate::upstream::Upstream;
@@ -67,7 +68,7 @@ pub(crate) async fn lookup(
     upstream: &Arc<Upstream>,
     host: &str,
     parts: &mut http::request::Parts,
-    request_id: &HeaderValue,
+    request_id: Option<&HeaderValue>,
     exchange: &mut Exchange,
 ) -> Result<Plan, Reply> {
     // The headers move into the cache's view of the request, so a hit copies none; every other
@@ -90,7 +91,9 @@ pub(crate) async fn lookup(
                     host.to_owned(),
                     parts,
                     revalidation,
-                    request_id.clone(),
+                    request_id
+                        .cloned()
+                        .unwrap_or_else(|| headers::request_id(request.headers())),
                 );
             }
             Err(serve(&response, &request))

@@ -33,50 +33,65 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn check_request<B>(req: &Request<B>, max_header_size: u64) -> Result<(), ProxyError> {
     let headers = req.headers();
     let uri = req.uri();
-    let size: usize = uri.path_and_query().map_or(1, |p| p.as_str().len())
-        + uri.authority().map_or(0, |a| a.as_str().len())
-        + headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>();
+    // One pass over the fields gathers what the rules below need (a hashed lookup per rule
+    // cost more than the pass).
+    let mut size = uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    let mut underscored_framing = false;
+    let (mut te_count, mut te_chunked) = (0usize, false);
+    let (mut cl_first, mut cl_count, mut cl_consistent) = (None::<&HeaderValue>, 0usize, true);
+    let mut host_count = 0usize;
+    for (name, value) in headers {
+        size += name.as_str().len() + value.len() + 4;
+        if name == header::TRANSFER_ENCODING {
+            te_count += 1;
+            te_chunked = value.as_bytes().eq_ignore_ascii_case(b"chunked");
+        } else if name == header::CONTENT_LENGTH {
+            cl_count += 1;
+            match cl_first {
+                None => cl_first = Some(value),
+                Some(first) => cl_consistent &= value == first,
+            }
+        } else if name == header::HOST {
+            host_count += 1;
+        } else {
+            // `Transfer_Encoding` and `Content_Length` are not framing headers to us, but some
+            // origins (CGI-style ones) read `_` as `-`: refuse them rather than let two readings
+            // differ.
+            let n = name.as_str();
+            underscored_framing |= n.contains('_')
+                && (n.eq_ignore_ascii_case("transfer_encoding")
+                    || n.eq_ignore_ascii_case("content_length"));
+        }
+    }
     if size as u64 > max_header_size {
         return Err(ProxyError::HeaderTooLarge);
     }
-    // `Transfer_Encoding` and `Content_Length` are not framing headers to us, but some origins
-    // (CGI-style ones) read `_` as `-`: refuse them rather than let two readings differ.
-    if headers.keys().any(|name| {
-        let n = name.as_str();
-        n.contains('_')
-            && (n.eq_ignore_ascii_case("transfer_encoding")
-                || n.eq_ignore_ascii_case("content_length"))
-    }) {
+    if underscored_framing {
         return Err(ProxyError::BadRequest("framing header spelled with '_'"));
     }
-    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
-    if let Some(first) = te.next() {
-        if headers.contains_key(header::CONTENT_LENGTH) {
+    if te_count > 0 {
+        if cl_count > 0 {
             return Err(ProxyError::BadRequest(
                 "Content-Length with Transfer-Encoding",
             ));
         }
-        if te.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked") {
+        if te_count > 1 || !te_chunked {
             return Err(ProxyError::BadRequest("unsupported Transfer-Encoding"));
         }
         if req.version() == Version::HTTP_10 {
             return Err(ProxyError::BadRequest("Transfer-Encoding in HTTP/1.0"));
         }
     }
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    if let Some(first) = lengths.next() {
-        let valid = |v: &HeaderValue| !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_digit);
-        if !valid(first) || lengths.any(|v| v != first) {
+    if let Some(first) = cl_first {
+        let valid = !first.is_empty() && first.as_bytes().iter().all(u8::is_ascii_digit);
+        if !valid || !cl_consistent {
             return Err(ProxyError::BadRequest("invalid Content-Length"));
         }
     }
-    let mut hosts = headers.get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), None) => {}
-        (None, _) if req.version() == Version::HTTP_10 || req.uri().authority().is_some() => {}
+    match host_count {
+        1 => {}
+        0 if req.version() == Version::HTTP_10 || uri.authority().is_some() => {}
         _ => return Err(ProxyError::BadRequest("missing or repeated Host")),
     }
     Ok(())

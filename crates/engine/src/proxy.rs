@@ -88,9 +88,12 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
         .requests_total
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut exchange = Exchange::new(started, ctx.activity.begin_request());
-    let request_id = headers::request_id(req.headers());
+    // The request id is made here only when the access log needs it; otherwise once the
+    // request goes upstream (a cache hit has no use for one).
+    let mut request_id = None;
     if let Some(log) = &state.access_log {
         let h = req.headers();
+        let id = headers::request_id(h);
         let record = AccessRecord {
             client_ip: ctx.peer.ip(),
             method: req.method().clone(),
@@ -99,12 +102,13 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
                 .path_and_query()
                 .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
             version: req.version(),
-            request_id: request_id.clone(),
+            request_id: id.clone(),
             referer: h.get(header::REFERER).cloned(),
             user_agent: h.get(header::USER_AGENT).cloned(),
             upstream: None,
         };
         exchange.access = Some((Arc::clone(log), record));
+        request_id = Some(id);
     }
 
     let reply = forward(req, &ctx, &state, &mut exchange, request_id).await;
@@ -232,7 +236,7 @@ async fn forward(
     ctx: &Arc<ConnContext>,
     state: &ProxyState,
     exchange: &mut Exchange,
-    request_id: HeaderValue,
+    request_id: Option<HeaderValue>,
 ) -> Reply {
     let limits = &state.limits;
     if let Err(e) = headers::check_request(&req, limits.max_header_size) {
@@ -246,14 +250,15 @@ async fn forward(
     if req.method() == Method::CONNECT {
         return Reply::Error(ProxyError::BadRequest("CONNECT is not proxied"));
     }
-    let host = request_host(&req);
+    let host = RequestHost::of(&req);
+    let host = host.as_str();
     if let Some(port) = ctx.listener.redirect_to_https() {
-        return match redirect_location(host.as_deref().unwrap_or(""), port, req.uri()) {
+        return match redirect_location(host, port, req.uri()) {
             Some(location) => Reply::Redirect(location),
             None => Reply::Error(ProxyError::BadRequest("no host to redirect to")),
         };
     }
-    let host_name = normalize_host(host.as_deref().unwrap_or(""));
+    let host_name = normalize_host(host);
     let Some(route) = state.router.find(&host_name, req.uri().path()) else {
         return Reply::Error(ProxyError::NoRoute);
     };
@@ -271,16 +276,15 @@ async fn forward(
     }
     let plan = match cache {
         Some(cache) => {
-            // The key keeps a non-default port: `site:8080` and `site:9090` are different origins.
-            let authority = host.as_deref().unwrap_or("");
-            // Boxed, so that requests on routes without the cache do not carry its size.
+            // Boxed, so that requests on routes without the cache do not carry its size. The
+            // key keeps a non-default port: `site:8080` and `site:9090` are different origins.
             let lookup = caching::lookup(
                 cache,
                 ctx,
                 upstream,
-                authority,
+                host,
                 &mut parts,
-                &request_id,
+                request_id.as_ref(),
                 exchange,
             );
             match Box::pin(lookup).await {
@@ -298,6 +302,7 @@ async fn forward(
     let policy_request = upstream
         .uses_policy
         .then(|| policy_request(&parts, ctx, &host_name));
+    let request_id = request_id.unwrap_or_else(|| headers::request_id(&parts.headers));
     upstream.note_request();
     let request_time = std::time::SystemTime::now();
     let reply = exchange_with_retries(
@@ -490,15 +495,35 @@ fn policy_request(parts: &http::request::Parts, ctx: &ConnContext, host: &str) -
     }
 }
 
-/// The host the client asked for: the `Host` header, or the authority of an absolute-form URI.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    if let Some(authority) = req.uri().authority() {
-        return Some(authority.as_str().to_owned());
+/// The host the client asked for: the authority of an absolute-form URI, else the `Host` header
+/// when it is visible ASCII. A view of the request's own bytes (a reference count, no copy),
+/// so that it outlives the request being taken apart.
+enum RequestHost {
+    Absent,
+    Authority(http::uri::Authority),
+    Header(HeaderValue),
+}
+
+impl RequestHost {
+    fn of<B>(req: &Request<B>) -> Self {
+        if let Some(authority) = req.uri().authority() {
+            return Self::Authority(authority.clone());
+        }
+        match req.headers().get(header::HOST) {
+            Some(h) => Self::Header(h.clone()),
+            None => Self::Absent,
+        }
     }
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
+
+    /// The host as the client wrote it, port included; empty when there is none (or when the
+    /// `Host` header is not visible ASCII).
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Absent => "",
+            Self::Authority(a) => a.as_str(),
+            Self::Header(h) => h.to_str().unwrap_or_default(),
+        }
+    }
 }
 
 fn redirect_location(host: &str, port: u16, uri: &Uri) -> Option<HeaderValue> {
