@@ -187,6 +187,11 @@ impl CachedResponse {
         &self.entry.body
     }
 
+    /// The body's chunks, shared with the entry: serving a hit takes a reference, not a list.
+    pub fn shared_body(&self) -> Arc<[Bytes]> {
+        Arc::clone(&self.entry.body)
+    }
+
     pub fn body_len(&self) -> u64 {
         self.entry.body_len
     }

@@ -115,8 +115,8 @@ pub(crate) async fn lookup(
 /// A stored response, or `304` when it satisfies the client's own conditional request.
 fn serve(stored: &CachedResponse, request: &CacheRequest) -> Reply {
     match stored.not_modified(request) {
-        Some(not_modified) => Reply::Cached(not_modified, Vec::new()),
-        None => Reply::Cached(stored.response_head(), stored.body().to_vec()),
+        Some(not_modified) => Reply::Cached(not_modified, None),
+        None => Reply::Cached(stored.response_head(), Some(stored.shared_body())),
     }
 }
 

@@ -72,8 +72,8 @@ impl ConnContext {
 /// How a request was answered, before it becomes a response.
 pub(crate) enum Reply {
     Proxied(http::response::Parts, Incoming),
-    /// Served by the cache: the response head and the stored body chunks.
-    Cached(Response<()>, Vec<Bytes>),
+    /// Served by the cache: the response head and the stored body chunks (none for a `304`).
+    Cached(Response<()>, Option<Arc<[Bytes]>>),
     Error(ProxyError),
     Redirect(HeaderValue),
 }

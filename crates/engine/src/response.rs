@@ -86,8 +86,9 @@ impl Drop for Exchange {
 enum Content {
     Full(Option<Bytes>),
     Upstream(Incoming),
-    /// A stored response from the cache, in the chunks it was stored in (no copy).
-    Cached(std::collections::VecDeque<Bytes>),
+    /// A stored response from the cache, in the chunks it was stored in (shared with the
+    /// entry, no copy), and the index of the next chunk to send.
+    Cached(Option<Arc<[Bytes]>>, usize),
 }
 
 pub struct ResponseBody {
@@ -111,11 +112,19 @@ impl ResponseBody {
         }
     }
 
-    pub fn cached(chunks: Vec<Bytes>, mut exchange: Exchange, status: u16) -> Self {
+    pub fn cached(chunks: Option<Arc<[Bytes]>>, mut exchange: Exchange, status: u16) -> Self {
         exchange.status = status;
         Self {
-            content: Content::Cached(chunks.into_iter().filter(|c| !c.is_empty()).collect()),
+            content: Content::Cached(chunks, 0),
             exchange,
+        }
+    }
+
+    /// The cached chunks not sent yet.
+    fn cached_rest(&self) -> &[Bytes] {
+        match &self.content {
+            Content::Cached(Some(chunks), next) => chunks.get(*next..).unwrap_or_default(),
+            _ => &[],
         }
     }
 
@@ -145,10 +154,20 @@ impl Body for ResponseBody {
                 this.exchange.bytes += d.len() as u64;
                 Ok(Frame::data(d))
             })),
-            Content::Cached(chunks) => Poll::Ready(chunks.pop_front().map(|d| {
-                this.exchange.bytes += d.len() as u64;
-                Ok(Frame::data(d))
-            })),
+            Content::Cached(chunks, next) => {
+                let rest = chunks.as_deref().and_then(|c| c.get(*next..));
+                // An empty chunk is skipped: as a frame it would say nothing.
+                let found = rest
+                    .unwrap_or_default()
+                    .iter()
+                    .enumerate()
+                    .find(|(_, c)| !c.is_empty());
+                Poll::Ready(found.map(|(skip, d)| {
+                    *next += skip + 1;
+                    this.exchange.bytes += d.len() as u64;
+                    Ok(Frame::data(d.clone()))
+                }))
+            }
             Content::Upstream(body) => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
@@ -182,7 +201,7 @@ impl Body for ResponseBody {
         match &self.content {
             Content::Full(data) => data.is_none(),
             Content::Upstream(body) => body.is_end_stream(),
-            Content::Cached(chunks) => chunks.is_empty(),
+            Content::Cached(..) => self.cached_rest().iter().all(Bytes::is_empty),
         }
     }
 
@@ -192,8 +211,8 @@ impl Body for ResponseBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Content::Upstream(body) => body.size_hint(),
-            Content::Cached(chunks) => {
-                SizeHint::with_exact(chunks.iter().map(|c| c.len() as u64).sum())
+            Content::Cached(..) => {
+                SizeHint::with_exact(self.cached_rest().iter().map(|c| c.len() as u64).sum())
             }
         }
     }
