@@ -24,6 +24,7 @@ mod parking;
 pub mod proxy;
 pub mod response;
 pub mod routes;
+mod spare;
 pub mod state;
 pub mod stats;
 pub mod upstream;

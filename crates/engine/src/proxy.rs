@@ -33,6 +33,7 @@ use crate::headers::{self, Forwarded};
 use crate::listener::ListenerRuntime;
 use crate::response::{Exchange, ResponseBody};
 use crate::routes::normalize_host;
+use crate::spare::SpareRequest;
 use crate::state::ProxyState;
 use crate::upstream::{BackendHandle, PolicyRequest, Upstream};
 use gatehouse_balance::Outcome;
@@ -386,7 +387,7 @@ pub(crate) async fn exchange_with_retries(
             (None, None) => return Reply::Error(last_error),
         };
         // A copy for a retry or for a replay after a reused connection turned out closed.
-        let spare = replayable.then(|| clone_request(&request)).flatten();
+        let spare = replayable.then(|| SpareRequest::of(&request)).flatten();
         if let Some((_, record)) = &mut exchange.access {
             record.upstream = Some(handle.backend.url().to_owned());
         }
@@ -410,7 +411,7 @@ pub(crate) async fn exchange_with_retries(
                     // Discard this answer; its connection closes with it.
                     exchange.upstream_conn = None;
                     tried.push(index);
-                    pending = spare;
+                    pending = spare.as_ref().map(SpareRequest::to_request);
                     backoff(upstream, attempt).await;
                     continue;
                 }
@@ -426,7 +427,9 @@ pub(crate) async fn exchange_with_retries(
                 }
                 last_error = failure.error;
                 // Never sent: the request comes back whole, whatever its method.
-                let again = failure.unsent.or(spare);
+                let again = failure
+                    .unsent
+                    .or_else(|| spare.as_ref().map(SpareRequest::to_request));
                 if attempt < max_retries && again.is_some() && upstream.allow_retry() {
                     tried.push(index);
                     pending = again;
@@ -457,21 +460,6 @@ fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-/// A copy of a request whose body is held whole, for a retry.
-fn clone_request(request: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
-    let body = match request.body() {
-        UpstreamBody::Empty => UpstreamBody::Empty,
-        UpstreamBody::Full(data) => UpstreamBody::Full(data.clone()),
-        UpstreamBody::Streaming(_) => return None,
-    };
-    let mut copy = Request::new(body);
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    Some(copy)
 }
 
 fn policy_request(parts: &http::request::Parts, ctx: &ConnContext, host: &str) -> PolicyRequest {
@@ -652,7 +640,7 @@ async fn send_upstream(
     upstream: &Upstream,
     target: &BackendHandle,
     request: Request<UpstreamBody>,
-    spare: Option<&Request<UpstreamBody>>,
+    spare: Option<&SpareRequest>,
     exchange: &mut Exchange,
 ) -> Result<Response<Incoming>, SendFailure> {
     let backend = &target.backend;
@@ -666,7 +654,7 @@ async fn send_upstream(
             let replay = e.take_message().or_else(|| {
                 e.error()
                     .is_incomplete_message()
-                    .then(|| spare.and_then(clone_request))
+                    .then(|| spare.map(SpareRequest::to_request))
                     .flatten()
             });
             if let Some(unsent) = replay {
