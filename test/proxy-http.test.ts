@@ -1,10 +1,14 @@
 /** HTTP/1.1 proxying end to end: methods, bodies, framing, keep-alive, headers. */
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { request as httpRequest, Agent } from 'node:http';
 import { startOrigin, sha256, echo, type SeenRequest } from './helpers/origin.js';
 import { proxyConfig, startProxy } from './helpers/proxy.js';
 import { raw } from './helpers/raw.js';
+import { until } from './helpers/client.js';
 
 interface Reply {
   status: number;
@@ -133,6 +137,28 @@ test('forwarding headers are added and hop-by-hop headers removed', async (t) =>
   t.regex(String(r.headers.via), /gatehouse/);
   const generated = seenOf(await send(`${proxy.url}/id`));
   t.regex(String(generated.headers['x-request-id']), /^[0-9a-f]{32}$/);
+});
+
+test('a generated request id is the one the origin gets and the access log records', async (t) => {
+  const origin = await startOrigin(echo);
+  const dir = await mkdtemp(join(tmpdir(), 'gatehouse-rid-'));
+  const logFile = join(dir, 'access.log');
+  const proxy = await startProxy(proxyConfig([origin.url], { log: { level: 'error', access_log: logFile } }));
+  t.teardown(async () => { await proxy.close(); await origin.close(); await rm(dir, { recursive: true, force: true }); });
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i += 1) {
+    const seen = seenOf(await send(`${proxy.url}/logged/${i}`));
+    ids.push(String(seen.headers['x-request-id']));
+  }
+  for (const id of ids) t.regex(id, /^[0-9a-f]{32}$/);
+  t.is(new Set(ids).size, 3, 'a new id for every request');
+  let logged: string[] = [];
+  await until(async () => {
+    const text = await readFile(logFile, 'utf8').catch(() => '');
+    logged = text.split('\n').filter(Boolean).map((l) => String((JSON.parse(l) as { request_id: unknown }).request_id));
+    return logged.length >= 3;
+  }, 'three access log lines');
+  t.deepEqual(logged, ids);
 });
 
 test('HEAD, 204 and 304 responses carry no body', async (t) => {
