@@ -374,16 +374,31 @@ impl<S: Parkable> Parkable for TrackedStream<S> {
     }
 }
 
-/// The hyper service of one downstream connection.
-fn conn_service(
-    ctx: Arc<ConnContext>,
-) -> impl hyper::service::Service<
-    hyper::Request<hyper::body::Incoming>,
-    Response = hyper::Response<crate::response::ResponseBody>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<hyper::Response<crate::response::ResponseBody>, Infallible>>
-                 + Send,
-> + Clone {
+type ServedResponse = hyper::Response<crate::response::ResponseBody>;
+
+/// What a downstream connection's hyper service is, whichever of the two below.
+trait ConnService:
+    hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+        Response = ServedResponse,
+        Error = Infallible,
+        Future: Send,
+    > + Clone
+{
+}
+
+impl<S> ConnService for S where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = ServedResponse,
+            Error = Infallible,
+            Future: Send,
+        > + Clone
+{
+}
+
+/// The hyper service of one HTTP/1 connection.
+fn conn_service(ctx: Arc<ConnContext>) -> impl ConnService {
     service_fn(move |req| respond(req, Arc::clone(&ctx)))
 }
 
@@ -391,22 +406,14 @@ fn conn_service(
 /// boxed. hyper runs every HTTP/2 stream as a task of its own, and spawning a task moves its
 /// future several times (into the task cell, then the stage with its output): with the request's
 /// future inline (about 6 KiB) those copies cost more than the whole header work of a request.
-fn h2_conn_service(
-    ctx: Arc<ConnContext>,
-) -> impl hyper::service::Service<
-    hyper::Request<hyper::body::Incoming>,
-    Response = hyper::Response<crate::response::ResponseBody>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<hyper::Response<crate::response::ResponseBody>, Infallible>>
-                 + Send,
-> + Clone {
+fn h2_conn_service(ctx: Arc<ConnContext>) -> impl ConnService {
     service_fn(move |req| Box::pin(respond(req, Arc::clone(&ctx))))
 }
 
 async fn respond(
     req: hyper::Request<hyper::body::Incoming>,
     ctx: Arc<ConnContext>,
-) -> Result<hyper::Response<crate::response::ResponseBody>, Infallible> {
+) -> Result<ServedResponse, Infallible> {
     Ok(proxy::handle(req, ctx).await)
 }
 
