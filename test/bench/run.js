@@ -32,8 +32,8 @@ const HELP = `usage: npm run bench -- [options]
                         hottest symbols of gatehouse and nginx (perf record; needs linux-perf)
   --profile-connections N  connections for --profile (default 64)
   --instructions        instead of the scenarios: gatehouse's user-space instructions per request
-                        (proxied, and cache hits), counted by callgrind: repeatable within ~0.1%,
-                        the figure to compare two builds with (needs valgrind)
+                        (proxied, cache hits, proxied over h2c), counted by callgrind: repeatable
+                        within ~0.1%, the figure to compare two builds with (needs valgrind)
   --no-install          never apt-get or npm install missing peers (skip them instead)
   -h, --help            this text
 

@@ -15,16 +15,22 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { gatehouseConfig, REPO } from './proxies.js';
 import { PROXY_CPU, freePort, sleep, which } from './system.js';
+import { runH2load } from './h2load.js';
 import { runWrk } from './wrk.js';
 
 const CASES = [
-  { id: 'h1-small', title: 'proxied, 123-byte responses', path: '/small', cache: false },
-  { id: 'cache-hit', title: 'cache hits, 123-byte body', path: '/cached', cache: true },
+  { id: 'h1-small', title: 'proxied, 123-byte responses', path: '/small', cache: false, h2: false },
+  { id: 'cache-hit', title: 'cache hits, 123-byte body', path: '/cached', cache: true, h2: false },
+  // HTTP/2 in clear text (prior knowledge): the stream handling without TLS's share.
+  { id: 'h2c-small', title: 'proxied over h2c, 10 streams', path: '/small', cache: false, h2: true },
 ];
 /** Connections for the counted load: enough to keep the worker busy under valgrind's slowdown. */
 const CONNECTIONS = 8;
+/** For HTTP/2: connections, and requests in flight on each. */
+const H2_CONNECTIONS = 4;
+const H2_STREAMS = 10;
 /** Functions worth showing: the engine's, and the libraries' entry points it spends in. */
-const SHOWN = /gatehouse_|hyper::proto::h1::role|hyper::client::dispatch|http::header::map::HeaderMap|httparse|malloc\.c:(malloc|free)|memcpy|tokio::sync::mpsc/;
+const SHOWN = /gatehouse_|hyper::proto::h1::role|hyper::proto::h2::server|h2::hpack|hyper::client::dispatch|http::header::map::HeaderMap|httparse|malloc\.c:(malloc|free)|memcpy|tokio::sync::mpsc|tokio::task::spawn/;
 
 async function waitForPort(port, timeoutMs) {
   const deadline = Date.now() + timeoutMs;
@@ -109,11 +115,15 @@ async function countOne(ctx, c) {
     await waitForPort(port, 180_000);
     const url = `http://127.0.0.1:${port}${c.path}`;
     const adminUrl = `http://127.0.0.1:${adminPort}`;
+    const load = (seconds) =>
+      c.h2
+        ? runH2load({ url, connections: H2_CONNECTIONS, streams: H2_STREAMS, seconds, h2: true })
+        : runWrk({ url, connections: CONNECTIONS, seconds });
     // Warm, uncounted: the pool's connections open, the cache fills, lazy statics initialise.
-    await runWrk({ url, connections: CONNECTIONS, seconds: 2 });
+    await load(2);
     callgrindControl(['--instr=on', String(child.pid)]);
     const before = await requestsServed(adminUrl);
-    await runWrk({ url, connections: CONNECTIONS, seconds: ctx.durationS });
+    await load(ctx.durationS);
     const requests = (await requestsServed(adminUrl)) - before;
     callgrindControl(['--instr=off', String(child.pid)]);
     child.kill('SIGINT');
@@ -133,12 +143,18 @@ export async function countInstructions(ctx, log) {
   }
   const results = [];
   for (const c of CASES) {
+    if (c.h2 && !which('h2load')) {
+      log(`${c.id}: skipped, h2load is not installed (apt-get install nghttp2-client)`);
+      continue;
+    }
     log(`${c.id}: gatehouse under callgrind (slow: about ${ctx.durationS + 30} s)`);
     results.push(await countOne(ctx, c));
   }
-  const lines = ['gatehouse: user-space instructions per request in the engine worker (callgrind, 8 connections)'];
+  const lines = [
+    `gatehouse: user-space instructions per request in the engine worker (callgrind; ${CONNECTIONS} HTTP/1.1 connections, or ${H2_CONNECTIONS} HTTP/2 connections of ${H2_STREAMS} streams)`,
+  ];
   for (const r of results) {
-    lines.push(`  ${r.id.padEnd(10)} ${r.title.padEnd(30)} ${Math.round(r.perRequest).toLocaleString('en').padStart(8)} per request (${r.requests} requests)`);
+    lines.push(`  ${r.id.padEnd(10)} ${r.title.padEnd(32)} ${Math.round(r.perRequest).toLocaleString('en').padStart(8)} per request (${r.requests} requests)`);
   }
   let full = `${lines.join('\n')}\n`;
   for (const r of results) {
