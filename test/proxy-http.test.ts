@@ -161,6 +161,18 @@ test('a generated request id is the one the origin gets and the access log recor
   t.deepEqual(logged, ids);
 });
 
+test('an absolute-form request reaches the origin in origin form, with the Host its URI names', async (t) => {
+  const origin = await startOrigin();
+  const proxy = await startProxy(proxyConfig([origin.url]));
+  t.teardown(async () => { await proxy.close(); await origin.close(); });
+  const r = await raw(proxy.port, 'GET http://app.example.com/abs/path?q=1 HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n');
+  t.deepEqual(r.statuses, [200]);
+  t.is(origin.requests.length, 1);
+  t.is(origin.requests[0]?.url, '/abs/path?q=1');
+  t.is(origin.requests[0]?.headers.host, 'app.example.com');
+  t.is(origin.requests[0]?.headers['x-forwarded-host'], 'app.example.com');
+});
+
 test('HEAD, 204 and 304 responses carry no body', async (t) => {
   const origin = await startOrigin((req, res) => {
     if (req.url === '/204') { res.writeHead(204); res.end(); return; }

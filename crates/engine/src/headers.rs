@@ -189,7 +189,8 @@ pub struct Forwarded<'a> {
 }
 
 pub fn add_forwarded(headers: &mut HeaderMap, f: Forwarded<'_>) {
-    // Room for the four fields below (and `Via`) at once, not a regrowth per field.
+    // Room for the four fields below (and `Via`) at once, not a regrowth per field (a no-op when
+    // the caller made room already).
     headers.reserve(5);
     if headers.contains_key(&X_FORWARDED_FOR) {
         append_to_list(headers, X_FORWARDED_FOR, f.client_ip.as_bytes());
