@@ -171,6 +171,10 @@ test('an absolute-form request reaches the origin in origin form, with the Host 
   t.is(origin.requests[0]?.url, '/abs/path?q=1');
   t.is(origin.requests[0]?.headers.host, 'app.example.com');
   t.is(origin.requests[0]?.headers['x-forwarded-host'], 'app.example.com');
+  // No path at all: the origin is asked for `/`.
+  const bare = await raw(proxy.port, 'GET http://app.example.com HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n');
+  t.deepEqual(bare.statuses, [200]);
+  t.is(origin.requests[1]?.url, '/');
 });
 
 test('HEAD, 204 and 304 responses carry no body', async (t) => {
