@@ -188,10 +188,9 @@ pub struct Forwarded<'a> {
     pub request_id: HeaderValue,
 }
 
+/// Adds the forwarding fields. The caller makes room for them first (`proxy::upstream_request`
+/// sizes the map once for everything it adds).
 pub fn add_forwarded(headers: &mut HeaderMap, f: Forwarded<'_>) {
-    // Room for the four fields below (and `Via`) at once, not a regrowth per field (a no-op when
-    // the caller made room already).
-    headers.reserve(5);
     if headers.contains_key(&X_FORWARDED_FOR) {
         append_to_list(headers, X_FORWARDED_FOR, f.client_ip.as_bytes());
     } else {

@@ -600,8 +600,7 @@ fn upstream_request(
     // Origin-form: the origin sees the path and query, never the client's absolute URI.
     // (Every HTTP/2 request has an authority.) The path is kept as it is, not copied and parsed.
     if parts.uri.authority().is_some() {
-        let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        parts.uri = match uri.path_and_query.take() {
+        parts.uri = match std::mem::take(&mut parts.uri).into_parts().path_and_query {
             Some(path) => Uri::from(path),
             None => Uri::from_static("/"),
         };
