@@ -29,8 +29,13 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Rejects requests whose framing or headers are ambiguous or too large, before anything is
 /// forwarded. hyper has already refused what its parser cannot read (obs-fold, NUL, bare CR,
 /// space before the colon, differing Content-Length values); this catches what it accepts but a
-/// proxy must not pass on (RFC 9112 §6.1, §6.3 and PRODUCT.md's rulings).
-pub fn check_request<B>(req: &Request<B>, max_header_size: u64) -> Result<(), ProxyError> {
+/// proxy must not pass on (RFC 9112 §6.1, §6.3 and PRODUCT.md's rulings). An accepted request's
+/// `Host`, length and whether it names a `Connection` option come back from the same pass, so
+/// that the proxy does not look them up again.
+pub fn check_request<B>(
+    req: &Request<B>,
+    max_header_size: u64,
+) -> Result<RequestFacts<'_>, ProxyError> {
     let headers = req.headers();
     let uri = req.uri();
     // One pass over the fields gathers what the rules below need (a hashed lookup per rule
@@ -40,7 +45,8 @@ pub fn check_request<B>(req: &Request<B>, max_header_size: u64) -> Result<(), Pr
     let mut underscored_framing = false;
     let (mut te_count, mut te_chunked) = (0usize, false);
     let (mut cl_first, mut cl_count, mut cl_consistent) = (None::<&HeaderValue>, 0usize, true);
-    let mut host_count = 0usize;
+    let (mut host, mut host_count) = (None, 0usize);
+    let mut has_connection = false;
     for (name, value) in headers {
         size += name.as_str().len() + value.len() + 4;
         if name == header::TRANSFER_ENCODING {
@@ -53,7 +59,10 @@ pub fn check_request<B>(req: &Request<B>, max_header_size: u64) -> Result<(), Pr
                 Some(first) => cl_consistent &= value == first,
             }
         } else if name == header::HOST {
+            host = Some(value);
             host_count += 1;
+        } else if name == header::CONNECTION {
+            has_connection = true;
         } else {
             // `Transfer_Encoding` and `Content_Length` are not framing headers to us, but some
             // origins (CGI-style ones) read `_` as `-`: refuse them rather than let two readings
@@ -83,18 +92,42 @@ pub fn check_request<B>(req: &Request<B>, max_header_size: u64) -> Result<(), Pr
             return Err(ProxyError::BadRequest("Transfer-Encoding in HTTP/1.0"));
         }
     }
+    let mut content_length = None;
     if let Some(first) = cl_first {
         let valid = !first.is_empty() && first.as_bytes().iter().all(u8::is_ascii_digit);
         if !valid || !cl_consistent {
             return Err(ProxyError::BadRequest("invalid Content-Length"));
         }
+        // Digits only, so this fails only past u64::MAX, which no body limit allows anyway.
+        content_length = Some(
+            first
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(u64::MAX),
+        );
     }
     match host_count {
         1 => {}
         0 if req.version() == Version::HTTP_10 || uri.authority().is_some() => {}
         _ => return Err(ProxyError::BadRequest("missing or repeated Host")),
     }
-    Ok(())
+    Ok(RequestFacts {
+        host,
+        content_length,
+        has_connection,
+    })
+}
+
+/// What [`check_request`] learnt about an accepted request on its way.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RequestFacts<'a> {
+    /// The `Host` field (there is at most one).
+    pub host: Option<&'a HeaderValue>,
+    /// The declared body length.
+    pub content_length: Option<u64>,
+    /// Whether a `Connection` field is present (only then can the request ask for an upgrade).
+    pub has_connection: bool,
 }
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
@@ -236,7 +269,20 @@ mod tests {
     #[test]
     fn ambiguous_framing_is_rejected() {
         let ok = req(&[("host", "a"), ("content-length", "5")]);
-        assert_eq!(check_request(&ok, 16384), Ok(()));
+        let facts = check_request(&ok, 16384).expect("accepted");
+        assert_eq!(facts.host.map(|h| h.as_bytes()), Some(&b"a"[..]));
+        assert_eq!(facts.content_length, Some(5));
+        assert!(!facts.has_connection);
+        let upgrade = req(&[("host", "a"), ("connection", "upgrade")]);
+        let facts = check_request(&upgrade, 16384).expect("accepted");
+        assert_eq!((facts.content_length, facts.has_connection), (None, true));
+        let huge = req(&[("host", "a"), ("content-length", "99999999999999999999999")]);
+        let facts = check_request(&huge, 16384).expect("digits only");
+        assert_eq!(
+            facts.content_length,
+            Some(u64::MAX),
+            "too large for any body limit"
+        );
         let cases = [
             vec![
                 ("host", "a"),
@@ -277,7 +323,7 @@ mod tests {
         let big = "x".repeat(2000);
         let r = req(&[("host", "a"), ("x-big", &big)]);
         assert_eq!(check_request(&r, 1024), Err(ProxyError::HeaderTooLarge));
-        assert_eq!(check_request(&r, 4096), Ok(()));
+        assert!(check_request(&r, 4096).is_ok());
     }
 
     #[test]

@@ -240,9 +240,10 @@ async fn forward(
     request_id: Option<HeaderValue>,
 ) -> Reply {
     let limits = &state.limits;
-    if let Err(e) = headers::check_request(&req, limits.max_header_size) {
-        return Reply::Error(e);
-    }
+    let facts = match headers::check_request(&req, limits.max_header_size) {
+        Ok(facts) => facts,
+        Err(e) => return Reply::Error(e),
+    };
     if exchange.request().had_ambiguous_framing() {
         return Reply::Error(ProxyError::BadRequest(
             "Content-Length with Transfer-Encoding",
@@ -251,7 +252,7 @@ async fn forward(
     if req.method() == Method::CONNECT {
         return Reply::Error(ProxyError::BadRequest("CONNECT is not proxied"));
     }
-    let host = RequestHost::of(&req);
+    let host = RequestHost::of(&req, facts.host);
     let host = host.as_str();
     if let Some(port) = ctx.listener.redirect_to_https() {
         return match redirect_location(host, port, req.uri()) {
@@ -265,13 +266,16 @@ async fn forward(
     };
     let upstream = &route.upstream;
     let cache = state.cache.as_ref().filter(|_| route.cache);
-    if let Some(len) = content_length(&req) {
-        if len > limits.max_body_size {
-            return Reply::Error(ProxyError::BodyTooLarge);
-        }
+    if facts
+        .content_length
+        .is_some_and(|len| len > limits.max_body_size)
+    {
+        return Reply::Error(ProxyError::BodyTooLarge);
     }
+    // Only a request with a `Connection` field can ask for an upgrade.
+    let may_upgrade = facts.has_connection;
     let (mut parts, incoming) = req.into_parts();
-    if let Some(protocol) = upgrade_protocol(&parts) {
+    if let Some(protocol) = may_upgrade.then(|| upgrade_protocol(&parts)).flatten() {
         exchange.downstream_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         exchange.upgrade_protocol = Some(protocol);
     }
@@ -493,11 +497,12 @@ enum RequestHost {
 }
 
 impl RequestHost {
-    fn of<B>(req: &Request<B>) -> Self {
+    /// `host_field` is the request's `Host` field, found by `check_request`.
+    fn of<B>(req: &Request<B>, host_field: Option<&HeaderValue>) -> Self {
         if let Some(authority) = req.uri().authority() {
             return Self::Authority(authority.clone());
         }
-        match req.headers().get(header::HOST) {
+        match host_field {
             Some(h) => Self::Header(h.clone()),
             None => Self::Absent,
         }
@@ -531,15 +536,6 @@ fn redirect_location(host: &str, port: u16, uri: &Uri) -> Option<HeaderValue> {
         format!("https://{bracketed}:{port}{path}")
     };
     HeaderValue::from_str(&location).ok()
-}
-
-fn content_length<B>(req: &Request<B>) -> Option<u64> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 fn body_error(e: &RequestBodyError) -> ProxyError {
