@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderValue, AGE};
+use http::header::{Entry, HeaderMap, HeaderValue, AGE};
 use http::{Response, StatusCode, Version};
 
 use crate::config::{CacheConfig, ENTRY_OVERHEAD, FIELD_OVERHEAD};
 use crate::directives::ResponseDirectives;
 use crate::freshness::{self, ResponseTimes};
 use crate::key::CacheKey;
+use crate::lookup::CacheStatus;
 use crate::request::CacheRequest;
 use crate::validate;
 use crate::vary::VaryKey;
@@ -86,9 +87,11 @@ impl StoredResponse {
             .saturating_add(header_bytes)
             .saturating_add(vary.weight())
             .saturating_add(usize::try_from(body_len).unwrap_or(usize::MAX));
+        let mut headers = detach(&headers);
+        hold_served_fields(&mut headers);
         Self {
             status,
-            headers: detach(&headers),
+            headers,
             body,
             body_len,
             head_only,
@@ -115,6 +118,20 @@ impl StoredResponse {
 
 /// Fields added to a stored header section each time it is served.
 const SERVED_FIELDS: usize = 4;
+
+/// Gives `Age` and `X-Cache-Status`, which every response served from the cache carries, a
+/// place in the stored section (at its end, where they would be appended), with values that
+/// serving always replaces. A copy of a `HeaderMap` has no spare room, so adding them to each
+/// hit's copy would grow its field list (a reallocation per hit); replacing a value in place
+/// does not. A stored `Age` from the origin stays where it is: it is replaced all the same.
+fn hold_served_fields(headers: &mut HeaderMap) {
+    if let Entry::Vacant(slot) = headers.entry(AGE) {
+        slot.insert(HeaderValue::from_static("0"));
+    }
+    if let Entry::Vacant(slot) = headers.entry(CacheStatus::FIELD) {
+        slot.insert(CacheStatus::Hit.header_value());
+    }
+}
 
 /// A copy of `headers` whose values live in one buffer of their own. Values parsed by hyper are
 /// views into the connection's whole read buffer (8 KiB, up to hundreds of KiB after a large
@@ -166,7 +183,8 @@ impl CachedResponse {
 
     /// The stored header section with `Age` set to the current age, as §4 requires of every
     /// response served from the cache. Framing is stored complete: `Content-Length` is present
-    /// for every stored body. The proxy applies its usual downstream edits (`Via`, …).
+    /// for every stored body. `X-Cache-Status` is there too, saying `HIT`: the proxy replaces it
+    /// with the lookup's actual status (see `hold_served_fields`).
     pub fn headers(&self) -> HeaderMap {
         let mut headers = self.entry.headers.clone();
         headers.insert(AGE, freshness::age_header(self.age));

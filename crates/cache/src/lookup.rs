@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::directives::RequestDirectives;
 use crate::entry::{CachedResponse, StoredResponse};
@@ -32,6 +32,9 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
+    /// The response field that reports it.
+    pub const FIELD: HeaderName = HeaderName::from_static("x-cache-status");
+
     pub fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "HIT",

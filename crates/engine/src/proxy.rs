@@ -143,14 +143,11 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
     if let Some(status) = cache_status {
         response
             .headers_mut()
-            .insert(X_CACHE_STATUS, status.header_value());
+            .insert(gatehouse_cache::CacheStatus::FIELD, status.header_value());
     }
     stats.count_response(response.status().as_u16());
     response
 }
-
-const X_CACHE_STATUS: http::header::HeaderName =
-    http::header::HeaderName::from_static("x-cache-status");
 
 /// The origin accepted a protocol upgrade (WebSocket): answer the client's 101 and, once both
 /// sides have switched, pipe bytes both ways until either closes. The tunnel is independent of

@@ -157,6 +157,29 @@ fn age_is_computed_and_sent() {
 }
 
 #[test]
+fn served_fields_come_once_after_the_stored_ones() {
+    let cache = cache();
+    let req = get("/a", &[]);
+    respond(&cache, &req, &[FRESH, ("content-type", "text/plain")], "x").unwrap();
+    let head = hit(cache.lookup(&req, at(5))).response_head();
+    let names: Vec<&str> = head.headers().keys().map(|n| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "cache-control",
+            "content-type",
+            "date",
+            "content-length",
+            "age",
+            "x-cache-status"
+        ]
+    );
+    assert_eq!(head.headers().get_all(AGE).iter().count(), 1);
+    assert_eq!(head.headers()[AGE], "5");
+    assert_eq!(head.headers()[CacheStatus::FIELD], "HIT");
+}
+
+#[test]
 fn vary_separates_variants_which_coexist() {
     let cache = cache();
     let gzip = get("/a", &[("accept-encoding", "gzip")]);
