@@ -113,9 +113,10 @@ impl FramingAudit {
             if data.is_empty() {
                 return data;
             }
-            // The usual case: the whole head in one read, inspected where it lies.
-            if let Some(end) = find_head_end(data).map(|i| i + 4) {
-                self.state = self.inspect_head(&data[..end]);
+            // The usual case: the whole head in one read, inspected where it lies, its end and
+            // its framing lines found in the same pass.
+            if let Some((end, frames)) = scan_head(data) {
+                self.state = self.inspect_head(&data[..end], frames);
                 return &data[end..];
             }
         }
@@ -130,17 +131,19 @@ impl FramingAudit {
         };
         let consumed_from_data = end - (self.head.len() - data.len());
         let head = std::mem::take(&mut self.head);
-        self.state = self.inspect_head(&head[..end]);
+        let frames = scan_head(&head[..end]).is_some_and(|(_, frames)| frames);
+        self.state = self.inspect_head(&head[..end], frames);
         self.head = head;
         self.head.clear();
         &data[consumed_from_data..]
     }
 
-    /// Parses a complete head and decides how its body is framed.
-    fn inspect_head(&mut self, head: &[u8]) -> State {
+    /// Parses a complete head and decides how its body is framed. `may_frame` is `scan_head`'s
+    /// verdict on it.
+    fn inspect_head(&mut self, head: &[u8], may_frame: bool) -> State {
         // Most requests (GET, HEAD) have no header that frames a body or switches protocols:
         // nothing to follow but the next head, and no second parse of this one.
-        if !may_frame_or_upgrade(head) {
+        if !may_frame {
             self.heads += 1;
             return State::Head;
         }
@@ -286,18 +289,24 @@ fn find_head_end(haystack: &[u8]) -> Option<usize> {
     HEAD_END.find(haystack)
 }
 
-/// Whether a head may carry `Content-Length`, `Transfer-Encoding` or `Upgrade`, or be a
-/// `CONNECT`: any line starting with one of those names, in any case. A false positive only costs
-/// the full parse.
-fn may_frame_or_upgrade(head: &[u8]) -> bool {
+/// Finds the end of the head at the start of `data` (the index just past its `\r\n\r\n`) and
+/// tells whether it may carry `Content-Length`, `Transfer-Encoding` or `Upgrade`, or be a
+/// `CONNECT`: a line starting with one of those names, in any case. A false positive only costs
+/// the full parse. One pass over the line ends does both: heads are short, and two searches
+/// (a `memmem` for the end, then the line starts) cost more than the bytes.
+fn scan_head(data: &[u8]) -> Option<(usize, bool)> {
     const NAMES: [&[u8]; 3] = [b"content-length", b"transfer-encoding", b"upgrade"];
-    head.starts_with(b"CONNECT")
-        || memchr::memchr_iter(b'\n', head).any(|i| {
-            let line = &head[i + 1..];
-            NAMES.iter().any(|name| {
-                line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name)
-            })
-        })
+    let mut frames = data.starts_with(b"CONNECT");
+    for i in memchr::memchr_iter(b'\n', data) {
+        if i >= 3 && &data[i - 3..=i] == b"\r\n\r\n" {
+            return Some((i + 1, frames));
+        }
+        let line = &data[i + 1..];
+        frames |= NAMES
+            .iter()
+            .any(|name| line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name));
+    }
+    None
 }
 
 #[cfg(test)]
