@@ -94,14 +94,14 @@ impl fmt::Display for CacheKey {
 /// the scheme already in `text`).
 fn push_normalized_authority(text: &mut String, authority: &str) {
     // Userinfo is deprecated and never part of the origin.
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let authority = rsplit_once_byte(authority, b'@').map_or(authority, |(_, a)| a);
     let (host, port) = if authority.starts_with('[') {
         match authority.split_once(']') {
             Some((h, rest)) => (&authority[..h.len() + 1], rest.strip_prefix(':')),
             None => (authority, None),
         }
     } else {
-        match authority.rsplit_once(':') {
+        match rsplit_once_byte(authority, b':') {
             Some((h, p)) => (h, Some(p)),
             None => (authority, None),
         }
@@ -123,6 +123,14 @@ fn push_normalized_authority(text: &mut String, authority: &str) {
         text.push(':');
         text.push_str(p);
     }
+}
+
+/// `str::rsplit_once` for an ASCII byte. Authorities are a few bytes long: a plain loop beats
+/// `memrchr`, whose set-up costs more than such a string, and a key is made for every hit.
+fn rsplit_once_byte(s: &str, byte: u8) -> Option<(&str, &str)> {
+    let at = s.bytes().rposition(|b| b == byte)?;
+    // An ASCII byte is a character boundary on both sides.
+    Some((s.get(..at)?, s.get(at + 1..)?))
 }
 
 #[cfg(test)]
