@@ -1,7 +1,8 @@
 //! The request side: what the cache needs to know about one request, parsed once.
 
 use http::header::{
-    HeaderMap, AUTHORIZATION, CACHE_CONTROL, IF_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, PRAGMA, RANGE,
+    HeaderMap, AUTHORIZATION, CACHE_CONTROL, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, PRAGMA, RANGE,
 };
 use http::{Method, Uri};
 
@@ -46,6 +47,7 @@ pub struct CacheRequest {
     /// Worked out once from the headers: a lookup and the fill that may follow consult both.
     bypass: Option<BypassReason>,
     authorization: bool,
+    conditional: bool,
 }
 
 impl CacheRequest {
@@ -69,6 +71,7 @@ impl CacheRequest {
             bypass,
             authorization,
             directives,
+            conditional,
         } = classify(method, &headers);
         Self {
             method: method.clone(),
@@ -82,6 +85,7 @@ impl CacheRequest {
             headers,
             bypass,
             authorization,
+            conditional,
         }
     }
 
@@ -110,6 +114,12 @@ impl CacheRequest {
         self.bypass
     }
 
+    /// Whether the client asks conditionally (`If-None-Match` or `If-Modified-Since`), so that a
+    /// stored response may answer it with 304.
+    pub(crate) fn is_conditional(&self) -> bool {
+        self.conditional
+    }
+
     pub(crate) fn is_get(&self) -> bool {
         self.method == Method::GET
     }
@@ -128,14 +138,16 @@ struct Classified {
     authorization: bool,
     /// `Cache-Control` or `Pragma` is present: there are directives to parse.
     directives: bool,
+    /// `If-None-Match` or `If-Modified-Since` is present.
+    conditional: bool,
 }
 
-/// Why a request bypasses the cache, whether it carries `Authorization` and whether it has
-/// directives: one pass over its field names (a request has a handful) rather than a hash lookup
+/// Why a request bypasses the cache, whether it carries `Authorization`, directives or the
+/// conditionals a cache answers: one pass over its field names (a request has a handful) rather than a hash lookup
 /// per name asked about.
 fn classify(method: &Method, headers: &HeaderMap) -> Classified {
-    let (mut range, mut precondition, mut authorization, mut directives) =
-        (false, false, false, false);
+    let (mut range, mut precondition, mut authorization, mut directives, mut conditional) =
+        (false, false, false, false, false);
     for name in headers.keys() {
         if name == RANGE || name == IF_RANGE {
             range = true;
@@ -145,6 +157,8 @@ fn classify(method: &Method, headers: &HeaderMap) -> Classified {
             authorization = true;
         } else if name == CACHE_CONTROL || name == PRAGMA {
             directives = true;
+        } else if name == IF_NONE_MATCH || name == IF_MODIFIED_SINCE {
+            conditional = true;
         }
     }
     let bypass = if method != Method::GET && method != Method::HEAD {
@@ -160,6 +174,7 @@ fn classify(method: &Method, headers: &HeaderMap) -> Classified {
         bypass,
         authorization,
         directives,
+        conditional,
     }
 }
 

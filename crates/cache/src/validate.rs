@@ -140,7 +140,8 @@ pub(crate) fn merge_not_modified(
 /// (RFC 9111 §4.3.2 with RFC 9110 §13.2.2's order). Only a stored 200 is evaluated; for any other
 /// status a server ignores preconditions (RFC 9110 §13.2.1).
 pub(crate) fn client_not_modified(request: &CacheRequest, stored: &StoredResponse) -> bool {
-    if stored.status != StatusCode::OK
+    if !request.is_conditional()
+        || stored.status != StatusCode::OK
         || (request.method() != Method::GET && request.method() != Method::HEAD)
     {
         return false;
