@@ -132,7 +132,7 @@ fn admit(
     if let Admission::Store(handle) =
         cache.admit(request, parts.status, &parts.headers, times, fill)
     {
-        exchange.cache_store = Some(handle);
+        exchange.cache_store = Some(Box::new(handle));
     }
 }
 

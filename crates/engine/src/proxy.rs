@@ -108,7 +108,7 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
             user_agent: h.get(header::USER_AGENT).cloned(),
             upstream: None,
         };
-        exchange.access = Some((Arc::clone(log), record));
+        exchange.access = Some(Box::new((Arc::clone(log), record)));
         request_id = Some(id);
     }
 
@@ -389,8 +389,8 @@ pub(crate) async fn exchange_with_retries(
         };
         // A copy for a retry or for a replay after a reused connection turned out closed.
         let spare = replayable.then(|| SpareRequest::of(&request)).flatten();
-        if let Some((_, record)) = &mut exchange.access {
-            record.upstream = Some(handle.backend.url().to_owned());
+        if let Some(access) = &mut exchange.access {
+            access.1.upstream = Some(handle.backend.url().to_owned());
         }
         exchange.backend = Some(handle.backend.begin_request());
         let started = Instant::now();

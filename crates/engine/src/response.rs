@@ -25,7 +25,10 @@ use gatehouse_pool::PooledConn;
 pub struct Exchange {
     started: Instant,
     request_guard: RequestGuard,
-    pub access: Option<(Arc<AccessLog>, AccessRecord)>,
+    /// Boxed, as is `cache_store`: both are rare on the hot path, and the exchange travels inside
+    /// every response body, which hyper moves several times per request (504 bytes inline, 184
+    /// boxed).
+    pub access: Option<Box<(Arc<AccessLog>, AccessRecord)>>,
     pub backend: Option<InFlight>,
     pub upstream_conn: Option<PooledConn<UpstreamBody>>,
     /// The client side of a requested protocol upgrade (WebSocket), kept until the origin agrees.
@@ -35,7 +38,7 @@ pub struct Exchange {
     /// `X-Cache-Status` for a response of a cache-enabled route.
     pub cache_status: Option<gatehouse_cache::CacheStatus>,
     /// Stores the origin's response body as it streams to the client.
-    pub cache_store: Option<gatehouse_cache::StoreHandle>,
+    pub cache_store: Option<Box<gatehouse_cache::StoreHandle>>,
     status: u16,
     bytes: u64,
 }
@@ -68,7 +71,7 @@ impl Exchange {
             conn.release();
         }
         if let Some(store) = self.cache_store.take() {
-            if let Err(reason) = store.finish() {
+            if let Err(reason) = (*store).finish() {
                 tracing::debug!(reason = reason.as_str(), "response not cached");
             }
         }
@@ -77,7 +80,8 @@ impl Exchange {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        if let Some((log, record)) = &self.access {
+        if let Some(access) = &self.access {
+            let (log, record) = &**access;
             log.log(record, self.status, self.bytes, self.started.elapsed());
         }
     }
