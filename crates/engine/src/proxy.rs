@@ -31,7 +31,7 @@ use crate::engine::Shared;
 use crate::error::{ProxyError, Side};
 use crate::headers::{self, Forwarded};
 use crate::listener::ListenerRuntime;
-use crate::response::{Exchange, ResponseBody};
+use crate::response::{Exchange, ResponseBody, UpgradeRequest};
 use crate::routes::normalize_host;
 use crate::spare::SpareRequest;
 use crate::state::ProxyState;
@@ -154,11 +154,14 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
 /// the configuration, so it survives reloads; it is counted in stats.
 fn tunnel(ctx: &ConnContext, parts: &mut http::response::Parts, exchange: &mut Exchange) {
     let upstream = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-    let (Some(upstream), Some(downstream), Some(protocol)) = (
-        upstream,
-        exchange.downstream_upgrade.take(),
-        exchange.upgrade_protocol.take(),
-    ) else {
+    let Some(UpgradeRequest {
+        downstream: Some(downstream),
+        protocol,
+    }) = exchange.upgrade.take().map(|u| *u)
+    else {
+        return;
+    };
+    let Some(upstream) = upstream else {
         return;
     };
     parts.headers.insert(header::UPGRADE, protocol);
@@ -273,8 +276,10 @@ async fn forward(
     let may_upgrade = facts.has_connection;
     let (mut parts, incoming) = req.into_parts();
     if let Some(protocol) = may_upgrade.then(|| upgrade_protocol(&parts)).flatten() {
-        exchange.downstream_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-        exchange.upgrade_protocol = Some(protocol);
+        exchange.upgrade = Some(Box::new(UpgradeRequest {
+            downstream: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+            protocol,
+        }));
     }
     let plan = match cache {
         Some(cache) => {
@@ -378,9 +383,9 @@ pub(crate) async fn exchange_with_retries(
             (None, Some((parts, body))) => {
                 let mut request =
                     upstream_request(parts, body, ctx, request_id.clone(), handle.pool.address());
-                if let Some(protocol) = &exchange.upgrade_protocol {
+                if let Some(upgrade) = &exchange.upgrade {
                     let h = request.headers_mut();
-                    h.insert(header::UPGRADE, protocol.clone());
+                    h.insert(header::UPGRADE, upgrade.protocol.clone());
                     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                 }
                 request

@@ -25,22 +25,29 @@ use gatehouse_pool::PooledConn;
 pub struct Exchange {
     started: Instant,
     request_guard: RequestGuard,
-    /// Boxed, as is `cache_store`: both are rare on the hot path, and the exchange travels inside
-    /// every response body, which hyper moves several times per request (504 bytes inline, 184
-    /// boxed).
+    /// Boxed, as are `upgrade` and `cache_store`: all are rare on the hot path, and the exchange
+    /// travels inside every response body, which hyper moves several times per request (504
+    /// bytes with them inline, 136 boxed).
     pub access: Option<Box<(Arc<AccessLog>, AccessRecord)>>,
     pub backend: Option<InFlight>,
     pub upstream_conn: Option<PooledConn<UpstreamBody>>,
-    /// The client side of a requested protocol upgrade (WebSocket), kept until the origin agrees.
-    pub downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    /// The `Upgrade` value the client asked for.
-    pub upgrade_protocol: Option<http::HeaderValue>,
+    /// A protocol upgrade (WebSocket) the client asked for, kept until the origin agrees.
+    pub upgrade: Option<Box<UpgradeRequest>>,
     /// `X-Cache-Status` for a response of a cache-enabled route.
     pub cache_status: Option<gatehouse_cache::CacheStatus>,
     /// Stores the origin's response body as it streams to the client.
     pub cache_store: Option<Box<gatehouse_cache::StoreHandle>>,
     status: u16,
     bytes: u64,
+}
+
+/// The client's side of a requested protocol upgrade.
+#[derive(Debug)]
+pub struct UpgradeRequest {
+    /// Resolves to the client's connection once hyper has sent the 101.
+    pub downstream: Option<hyper::upgrade::OnUpgrade>,
+    /// The `Upgrade` value the client asked for.
+    pub protocol: http::HeaderValue,
 }
 
 impl Exchange {
@@ -51,8 +58,7 @@ impl Exchange {
             access: None,
             backend: None,
             upstream_conn: None,
-            downstream_upgrade: None,
-            upgrade_protocol: None,
+            upgrade: None,
             cache_status: None,
             cache_store: None,
             status: 0,
