@@ -13,6 +13,7 @@
 pub mod access_log;
 pub mod audit;
 pub mod body;
+mod boxed;
 mod caching;
 pub mod config;
 pub mod conn;

@@ -285,16 +285,18 @@ async fn forward(
         Some(cache) => {
             // Boxed, so that requests on routes without the cache do not carry its size. The
             // key keeps a non-default port: `site:8080` and `site:9090` are different origins.
-            let lookup = caching::lookup(
-                cache,
-                ctx,
-                upstream,
-                host,
-                &mut parts,
-                request_id.as_ref(),
-                exchange,
-            );
-            match Box::pin(lookup).await {
+            let lookup = crate::boxed::pin_in_place(|| {
+                caching::lookup(
+                    cache,
+                    ctx,
+                    upstream,
+                    host,
+                    &mut parts,
+                    request_id.as_ref(),
+                    exchange,
+                )
+            });
+            match lookup.await {
                 Ok(plan) => Some((cache, plan)),
                 Err(reply) => return reply,
             }
