@@ -570,10 +570,14 @@ fn upstream_request(
     // Room for `Host`, the forwarding fields and `Via` at once: a map that grows rebuilds its
     // index, and HTTP/2 requests (decoded by h2 into a small map) would otherwise do it twice.
     h.reserve(6);
-    if let Some(host) = absolute_host {
-        h.insert(header::HOST, host);
-    }
-    let host = h.get(header::HOST).cloned();
+    // An absolute-form target (every HTTP/2 request) names the host the origin must see.
+    let host = match absolute_host {
+        Some(host) => {
+            h.insert(header::HOST, host.clone());
+            Some(host)
+        }
+        None => h.get(header::HOST).cloned(),
+    };
     if host.is_none() {
         // HTTP/1.0 clients may omit Host; HTTP/1.1 origins require one.
         if let Ok(v) = HeaderValue::from_str(backend_address) {
