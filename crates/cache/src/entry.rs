@@ -116,7 +116,8 @@ impl StoredResponse {
     }
 }
 
-/// Fields added to a stored header section each time it is served.
+/// Room kept in a stored header section beyond its own fields: the two `hold_served_fields`
+/// adds, and two more.
 const SERVED_FIELDS: usize = 4;
 
 /// Gives `Age` and `X-Cache-Status`, which every response served from the cache carries, a
@@ -143,8 +144,7 @@ fn detach(headers: &HeaderMap) -> HeaderMap {
         buf.extend_from_slice(v.as_bytes());
     }
     let buf = buf.freeze();
-    // Room for what serving adds (`Age`, then the proxy's `X-Cache-Status`): a copy of the map
-    // keeps its index size, so those inserts do not rebuild the index on every hit.
+    // Room for the fields `hold_served_fields` adds next, so that the index is built once.
     let mut detached = HeaderMap::with_capacity(headers.len() + SERVED_FIELDS);
     let mut at = 0;
     for (name, v) in headers {

@@ -143,8 +143,8 @@ struct Classified {
 }
 
 /// Why a request bypasses the cache, whether it carries `Authorization`, directives or the
-/// conditionals a cache answers: one pass over its field names (a request has a handful) rather than a hash lookup
-/// per name asked about.
+/// conditionals a cache answers: one pass over its field names (a request has a handful) rather
+/// than a hash lookup per name asked about.
 fn classify(method: &Method, headers: &HeaderMap) -> Classified {
     let (mut range, mut precondition, mut authorization, mut directives, mut conditional) =
         (false, false, false, false, false);

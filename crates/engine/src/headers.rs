@@ -30,8 +30,8 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// forwarded. hyper has already refused what its parser cannot read (obs-fold, NUL, bare CR,
 /// space before the colon, differing Content-Length values); this catches what it accepts but a
 /// proxy must not pass on (RFC 9112 §6.1, §6.3 and PRODUCT.md's rulings). An accepted request's
-/// `Host`, length and whether it names a `Connection` option come back from the same pass, so
-/// that the proxy does not look them up again.
+/// `Host`, length and whether it has a `Connection` field come back from the same pass, so that
+/// the proxy does not look them up again.
 pub fn check_request<B>(
     req: &Request<B>,
     max_header_size: u64,
