@@ -236,6 +236,18 @@ pub fn add_forwarded(headers: &mut HeaderMap, f: Forwarded<'_>) {
     headers.insert(X_REQUEST_ID, f.request_id);
 }
 
+/// The two lower-case hex digits of every byte value.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        pairs[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    pairs
+};
+
 /// The client's `X-Request-Id` when it is sane (short, visible ASCII), or a new random one.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(&X_REQUEST_ID) {
@@ -245,10 +257,10 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
         }
     }
     let mut buf = [0u8; 32];
-    let value = fastrand::u128(..);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, slot) in buf.iter_mut().enumerate() {
-        *slot = HEX[((value >> (i * 4)) & 0xf) as usize];
+    // A byte at a time, through a table of digit pairs: half the steps of a nibble at a time.
+    let bytes = fastrand::u128(..).to_le_bytes();
+    for (pair, byte) in buf.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
     }
     // 32 hex digits are always a valid header value.
     HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
@@ -400,7 +412,13 @@ mod tests {
         let mut h = HeaderMap::new();
         let generated = request_id(&h);
         assert_eq!(generated.len(), 32);
+        let digits = generated.as_bytes();
+        assert!(digits
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)));
         assert_ne!(generated, request_id(&h));
+        assert_eq!(HEX_PAIRS[0x0f], *b"0f");
+        assert_eq!(HEX_PAIRS[0xab], *b"ab");
         h.insert("x-request-id", HeaderValue::from_static("client-id-1"));
         assert_eq!(request_id(&h), "client-id-1");
     }
