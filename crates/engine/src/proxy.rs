@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::access_log::AccessRecord;
 use crate::body::{read_request_body, RequestBodyError, UpstreamBody};
-use crate::caching::{self, Completion};
+use crate::caching::{self, Completion, Plan};
 use crate::conn::ConnActivity;
 use crate::engine::Shared;
 use crate::error::{ProxyError, Side};
@@ -312,6 +312,9 @@ async fn forward(
         .uses_policy
         .then(|| policy_request(&parts, ctx, &host_name));
     let request_id = request_id.unwrap_or_else(|| headers::request_id(&parts.headers));
+    // A copy only for a refetch, which only a revalidation can lead to: the first clone of a new
+    // id costs an allocation (its bytes become shared).
+    let refetch_id = matches!(plan, Some((_, Plan::Revalidate(..)))).then(|| request_id.clone());
     upstream.note_request();
     let request_time = std::time::SystemTime::now();
     let reply = exchange_with_retries(
@@ -319,7 +322,7 @@ async fn forward(
         parts,
         body,
         ctx,
-        request_id.clone(),
+        request_id,
         policy_request.clone(),
         exchange,
     )
@@ -333,6 +336,8 @@ async fn forward(
             // The origin validated another representation than the stored one: fetch it plainly.
             exchange.cache_status = Some(gatehouse_cache::CacheStatus::Miss);
             let body = UpstreamBody::Empty;
+            // Always set here (a refetch follows a revalidation); a new id would do otherwise.
+            let request_id = refetch_id.unwrap_or_else(|| headers::request_id(&parts.headers));
             // Boxed: a second exchange inline would double the size of every request's future.
             Box::pin(exchange_with_retries(
                 upstream,
@@ -365,7 +370,8 @@ pub(crate) async fn exchange_with_retries(
     let replayable = is_idempotent(&parts.method) && body.known_length().is_some();
     let mut tried: Vec<usize> = Vec::new();
     let mut pending: Option<Request<UpstreamBody>> = None;
-    let mut parts_body = Some((parts, body));
+    // Taken by the first attempt; later ones resend that request (or its replay copy).
+    let mut parts_body = Some((parts, body, request_id));
     let mut last_error = ProxyError::NoHealthyBackend;
     for attempt in 0..=max_retries {
         let chosen = match &policy_request {
@@ -382,9 +388,9 @@ pub(crate) async fn exchange_with_retries(
         let handle = &upstream.handles[index];
         let request = match (pending.take(), parts_body.take()) {
             (Some(r), _) => r,
-            (None, Some((parts, body))) => {
+            (None, Some((parts, body, request_id))) => {
                 let mut request =
-                    upstream_request(parts, body, ctx, request_id.clone(), handle.pool.address());
+                    upstream_request(parts, body, ctx, request_id, handle.pool.address());
                 if let Some(upgrade) = &exchange.upgrade {
                     let h = request.headers_mut();
                     h.insert(header::UPGRADE, upgrade.protocol.clone());
