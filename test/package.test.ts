@@ -116,7 +116,9 @@ test('npx gatehouse start proxies to an origin; a signal drains it and nothing k
   // goes to all of them, as Ctrl-C does (npx alone would leave gatehouse orphaned).
   const child: ChildProcess = spawn('npx', ['--no', '--', 'gatehouse', 'start', '-c', config], { cwd: project, env, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
   const group = -(child.pid ?? 0);
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  // 'close', not 'exit': npx can exit on the signal before gatehouse, which shares its stderr
+  // pipe, has written its last lines; the pipe closes only once every process holding it is gone.
+  const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
   t.teardown(() => {
     try {
       process.kill(group, 'SIGKILL');
