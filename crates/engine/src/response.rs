@@ -101,6 +101,14 @@ enum Content {
     Cached(Option<Arc<[Bytes]>>, usize),
 }
 
+/// A cached body's chunks from index `next` on.
+fn unsent(chunks: &Option<Arc<[Bytes]>>, next: usize) -> &[Bytes] {
+    chunks
+        .as_deref()
+        .and_then(|c| c.get(next..))
+        .unwrap_or_default()
+}
+
 pub struct ResponseBody {
     content: Content,
     exchange: Exchange,
@@ -133,7 +141,7 @@ impl ResponseBody {
     /// The cached chunks not sent yet.
     fn cached_rest(&self) -> &[Bytes] {
         match &self.content {
-            Content::Cached(Some(chunks), next) => chunks.get(*next..).unwrap_or_default(),
+            Content::Cached(chunks, next) => unsent(chunks, *next),
             _ => &[],
         }
     }
@@ -165,10 +173,8 @@ impl Body for ResponseBody {
                 Ok(Frame::data(d))
             })),
             Content::Cached(chunks, next) => {
-                let rest = chunks.as_deref().and_then(|c| c.get(*next..));
                 // An empty chunk is skipped: as a frame it would say nothing.
-                let found = rest
-                    .unwrap_or_default()
+                let found = unsent(chunks, *next)
                     .iter()
                     .enumerate()
                     .find(|(_, c)| !c.is_empty());
