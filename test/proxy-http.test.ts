@@ -217,4 +217,5 @@ test('HTTP/1.0 clients are answered and closed', async (t) => {
   t.deepEqual(r.statuses, [200]);
   t.true(r.closed);
   t.is(origin.requests[0]?.headers.via, '1.0 gatehouse');
+  t.is(origin.requests[0]?.headers.host, new URL(origin.url).host, 'no Host from the client: the backend address stands in');
 });

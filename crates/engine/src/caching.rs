@@ -18,7 +18,7 @@ use crate::body::UpstreamBody;
 use crate::conn::ConnActivity;
 use crate::error::{ProxyError, Side};
 use crate::headers;
-use crate::proxy::{exchange_with_retries, ConnContext, Reply};
+use crate::proxy::{exchange_with_retries, ConnContext, Outgoing, Reply};
 use crate::response::Exchange;
 use crate::upstream::Upstream;
 
@@ -228,16 +228,9 @@ fn spawn_refresh(
         let activity = Arc::new(ConnActivity::new());
         let mut exchange = Exchange::new(Instant::now(), activity.begin_request());
         let request_time = SystemTime::now();
-        let reply = exchange_with_retries(
-            &upstream,
-            parts,
-            UpstreamBody::Empty,
-            &ctx,
-            request_id,
-            None,
-            &mut exchange,
-        )
-        .await;
+        let mut outgoing = Outgoing::new(parts, UpstreamBody::Empty, &ctx, request_id, None);
+        let reply =
+            exchange_with_retries(&upstream, &mut outgoing, &ctx, None, &mut exchange).await;
         // A refetch is left to the next client request.
         let plan = Plan::Revalidate(request, revalidation, None);
         let done = complete(&cache, plan, reply, request_time, &mut exchange);

@@ -317,12 +317,12 @@ async fn forward(
     let refetch_id = matches!(plan, Some((_, Plan::Revalidate(..)))).then(|| request_id.clone());
     upstream.note_request();
     let request_time = std::time::SystemTime::now();
+    let upgrade = exchange.upgrade.as_ref().map(|u| &u.protocol);
+    let mut outgoing = Outgoing::new(parts, body, ctx, request_id, upgrade);
     let reply = exchange_with_retries(
         upstream,
-        parts,
-        body,
+        &mut outgoing,
         ctx,
-        request_id,
         policy_request.clone(),
         exchange,
     )
@@ -335,16 +335,15 @@ async fn forward(
         Completion::Refetch(parts) => {
             // The origin validated another representation than the stored one: fetch it plainly.
             exchange.cache_status = Some(gatehouse_cache::CacheStatus::Miss);
-            let body = UpstreamBody::Empty;
             // Always set here (a refetch follows a revalidation); a new id would do otherwise.
             let request_id = refetch_id.unwrap_or_else(|| headers::request_id(&parts.headers));
+            let upgrade = exchange.upgrade.as_ref().map(|u| &u.protocol);
+            let mut outgoing = Outgoing::new(parts, UpstreamBody::Empty, ctx, request_id, upgrade);
             // Boxed: a second exchange inline would double the size of every request's future.
             Box::pin(exchange_with_retries(
                 upstream,
-                parts,
-                body,
+                &mut outgoing,
                 ctx,
-                request_id,
                 policy_request,
                 exchange,
             ))
@@ -356,22 +355,23 @@ async fn forward(
 /// Picks backends and sends the request, retrying when that is safe: a request that was never
 /// sent may go to another backend whatever its method; one that was sent only when it is
 /// idempotent and its body is held whole (replayable), and only while the retry budget lasts.
+///
+/// The request is built once by the caller ([`Outgoing`]) and passed by reference, not by
+/// value: every by-value pass of a 260-byte request into an async function is a copy.
 pub(crate) async fn exchange_with_retries(
     upstream: &Upstream,
-    parts: http::request::Parts,
-    body: UpstreamBody,
+    outgoing: &mut Outgoing,
     ctx: &ConnContext,
-    request_id: HeaderValue,
     policy_request: Option<PolicyRequest>,
     exchange: &mut Exchange,
 ) -> Reply {
     let client_ip = ctx.peer.ip();
     let max_retries = upstream.retries.max;
-    let replayable = is_idempotent(&parts.method) && body.known_length().is_some();
+    let replayable = outgoing
+        .next
+        .as_ref()
+        .is_some_and(|r| is_idempotent(r.method()) && r.body().known_length().is_some());
     let mut tried: Vec<usize> = Vec::new();
-    let mut pending: Option<Request<UpstreamBody>> = None;
-    // Taken by the first attempt; later ones resend that request (or its replay copy).
-    let mut parts_body = Some((parts, body, request_id));
     let mut last_error = ProxyError::NoHealthyBackend;
     for attempt in 0..=max_retries {
         let chosen = match &policy_request {
@@ -386,28 +386,31 @@ pub(crate) async fn exchange_with_retries(
             return Reply::Error(last_error);
         };
         let handle = &upstream.handles[index];
-        let request = match (pending.take(), parts_body.take()) {
-            (Some(r), _) => r,
-            (None, Some((parts, body, request_id))) => {
-                let mut request =
-                    upstream_request(parts, body, ctx, request_id, handle.pool.address());
-                if let Some(upgrade) = &exchange.upgrade {
-                    let h = request.headers_mut();
-                    h.insert(header::UPGRADE, upgrade.protocol.clone());
-                    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                }
-                request
-            }
-            (None, None) => return Reply::Error(last_error),
+        let Some(request) = outgoing.next.as_mut() else {
+            return Reply::Error(last_error);
         };
+        if std::mem::take(&mut outgoing.needs_host) {
+            // HTTP/1.0 clients may omit Host; HTTP/1.1 origins require one.
+            if let Ok(v) = HeaderValue::from_str(handle.pool.address()) {
+                request.headers_mut().insert(header::HOST, v);
+            }
+        }
         // A copy for a retry or for a replay after a reused connection turned out closed.
-        let spare = replayable.then(|| SpareRequest::of(&request)).flatten();
+        let spare = replayable.then(|| SpareRequest::of(request)).flatten();
         if let Some(access) = &mut exchange.access {
             access.1.upstream = Some(handle.backend.url().to_owned());
         }
         exchange.backend = Some(handle.backend.begin_request());
         let started = Instant::now();
-        match send_upstream(upstream, handle, request, spare.as_ref(), exchange).await {
+        match send_upstream(
+            upstream,
+            handle,
+            &mut outgoing.next,
+            spare.as_ref(),
+            exchange,
+        )
+        .await
+        {
             Ok(response) => {
                 let status = response.status();
                 let outcome = if status.is_server_error() {
@@ -425,28 +428,27 @@ pub(crate) async fn exchange_with_retries(
                     // Discard this answer; its connection closes with it.
                     exchange.upstream_conn = None;
                     tried.push(index);
-                    pending = spare.as_ref().map(SpareRequest::to_request);
+                    outgoing.next = spare.as_ref().map(SpareRequest::to_request);
                     backoff(upstream, attempt).await;
                     continue;
                 }
                 let (parts, body) = response.into_parts();
                 return Reply::Proxied(parts, body);
             }
-            Err(failure) => {
-                if failure.error.side() == Side::Downstream {
-                    return Reply::Error(failure.error);
+            Err(error) => {
+                if error.side() == Side::Downstream {
+                    return Reply::Error(error);
                 }
-                if failure.error.side() == Side::Upstream {
+                if error.side() == Side::Upstream {
                     upstream.record(index, Outcome::Failure, None);
                 }
-                last_error = failure.error;
-                // Never sent: the request comes back whole, whatever its method.
-                let again = failure
-                    .unsent
-                    .or_else(|| spare.as_ref().map(SpareRequest::to_request));
-                if attempt < max_retries && again.is_some() && upstream.allow_retry() {
+                last_error = error;
+                // Never sent: the request is still there, whatever its method.
+                if outgoing.next.is_none() {
+                    outgoing.next = spare.as_ref().map(SpareRequest::to_request);
+                }
+                if attempt < max_retries && outgoing.next.is_some() && upstream.allow_retry() {
                     tried.push(index);
-                    pending = again;
                     backoff(upstream, attempt).await;
                     continue;
                 }
@@ -556,109 +558,101 @@ fn body_error(e: &RequestBodyError) -> ProxyError {
     }
 }
 
-/// Builds the request the origin sees.
-fn upstream_request(
-    mut parts: http::request::Parts,
-    body: UpstreamBody,
-    ctx: &ConnContext,
-    request_id: HeaderValue,
-    backend_address: &str,
-) -> Request<UpstreamBody> {
-    let client_version = parts.version;
-    let absolute_host = parts
-        .uri
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    let h = &mut parts.headers;
-    headers::strip_hop_by_hop(h);
-    // `Expect: 100-continue` was answered by the proxy when it started reading the body.
-    h.remove(header::EXPECT);
-    // Room for `Host`, the forwarding fields and `Via` at once: a map that grows rebuilds its
-    // index, and HTTP/2 requests (decoded by h2 into a small map) would otherwise do it twice.
-    h.reserve(6);
-    // An absolute-form target (every HTTP/2 request) names the host the origin must see.
-    let host = match absolute_host {
-        Some(host) => {
-            h.insert(header::HOST, host.clone());
-            Some(host)
-        }
-        None => h.get(header::HOST).cloned(),
-    };
-    if host.is_none() {
-        // HTTP/1.0 clients may omit Host; HTTP/1.1 origins require one.
-        if let Ok(v) = HeaderValue::from_str(backend_address) {
-            h.insert(header::HOST, v);
-        }
-    }
-    headers::add_forwarded(
-        h,
-        Forwarded {
-            client_ip: ctx
-                .forwarded_for
-                .get_or_init(|| headers::forwarded_for(ctx.peer.ip())),
-            proto: ctx.scheme,
-            host: host.as_ref(),
-            request_id,
-        },
-    );
-    headers::add_via(h, client_version);
-    if let Some(len) = body.known_length() {
-        if len > 0 || h.contains_key(header::CONTENT_LENGTH) {
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        }
-    }
-    // Origin-form: the origin sees the path and query, never the client's absolute URI.
-    // (Every HTTP/2 request has an authority.) The path is kept as it is, not copied and parsed.
-    if parts.uri.authority().is_some() {
-        parts.uri = match std::mem::take(&mut parts.uri).into_parts().path_and_query {
-            Some(path) => Uri::from(path),
-            None => Uri::from_static("/"),
+/// The request the origin sees, built once before a backend is chosen.
+pub(crate) struct Outgoing {
+    /// The request to send next: taken when it is sent, left in place when it never was, and
+    /// replaced by a spare copy for a retry.
+    next: Option<Request<UpstreamBody>>,
+    /// The client (HTTP/1.0) sent no `Host`: the first chosen backend's address stands in.
+    needs_host: bool,
+}
+
+impl Outgoing {
+    /// `upgrade` is the protocol a client asked to switch to, passed on to the origin.
+    pub(crate) fn new(
+        mut parts: http::request::Parts,
+        body: UpstreamBody,
+        ctx: &ConnContext,
+        request_id: HeaderValue,
+        upgrade: Option<&HeaderValue>,
+    ) -> Self {
+        let client_version = parts.version;
+        let absolute_host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        let h = &mut parts.headers;
+        headers::strip_hop_by_hop(h);
+        // `Expect: 100-continue` was answered by the proxy when it started reading the body.
+        h.remove(header::EXPECT);
+        // Room for `Host`, the forwarding fields and `Via` at once: a map that grows rebuilds its
+        // index, and HTTP/2 requests (decoded by h2 into a small map) would otherwise do it twice.
+        h.reserve(6);
+        // An absolute-form target (every HTTP/2 request) names the host the origin must see.
+        let host = match absolute_host {
+            Some(host) => {
+                h.insert(header::HOST, host.clone());
+                Some(host)
+            }
+            None => h.get(header::HOST).cloned(),
         };
-    }
-    parts.version = Version::HTTP_11;
-    Request::from_parts(parts, body)
-}
-
-/// Why an exchange failed, and the request when it was never sent (so it can go elsewhere).
-struct SendFailure {
-    error: ProxyError,
-    unsent: Option<Request<UpstreamBody>>,
-}
-
-impl From<ProxyError> for SendFailure {
-    fn from(error: ProxyError) -> Self {
+        let needs_host = host.is_none();
+        headers::add_forwarded(
+            h,
+            Forwarded {
+                client_ip: ctx
+                    .forwarded_for
+                    .get_or_init(|| headers::forwarded_for(ctx.peer.ip())),
+                proto: ctx.scheme,
+                host: host.as_ref(),
+                request_id,
+            },
+        );
+        headers::add_via(h, client_version);
+        if let Some(len) = body.known_length() {
+            if len > 0 || h.contains_key(header::CONTENT_LENGTH) {
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            }
+        }
+        if let Some(protocol) = upgrade {
+            h.insert(header::UPGRADE, protocol.clone());
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        // Origin-form: the origin sees the path and query, never the client's absolute URI.
+        // (Every HTTP/2 request has an authority.) The path is kept as it is, not copied and
+        // parsed.
+        if parts.uri.authority().is_some() {
+            parts.uri = match std::mem::take(&mut parts.uri).into_parts().path_and_query {
+                Some(path) => Uri::from(path),
+                None => Uri::from_static("/"),
+            };
+        }
+        parts.version = Version::HTTP_11;
         Self {
-            error,
-            unsent: None,
+            next: Some(Request::from_parts(parts, body)),
+            needs_host,
         }
     }
 }
 
-impl SendFailure {
-    fn with_unsent(self, request: Request<UpstreamBody>) -> Self {
-        Self {
-            unsent: Some(request),
-            ..self
-        }
-    }
-}
-
-/// Sends the request on a pooled connection and waits for the response head. When a *reused*
-/// connection turns out to have been closed by the origin (the keep-alive race), the request is
-/// replayed once on a new connection to the same backend; that is not a retry. A request that was
-/// not sent at all comes back from hyper; one that was sent is replayed only from `spare` (which
-/// exists for idempotent requests with a body held whole) and only when no response byte came.
+/// Sends the request in `slot` on a pooled connection and waits for the response head. When a
+/// *reused* connection turns out to have been closed by the origin (the keep-alive race), the
+/// request is replayed once on a new connection to the same backend; that is not a retry. A
+/// request that was not sent at all is back in `slot` when this fails (hyper returns it); one
+/// that was sent is replayed only from `spare` (which exists for idempotent requests with a body
+/// held whole) and only when no response byte came.
 async fn send_upstream(
     upstream: &Upstream,
     target: &BackendHandle,
-    request: Request<UpstreamBody>,
+    slot: &mut Option<Request<UpstreamBody>>,
     spare: Option<&SpareRequest>,
     exchange: &mut Exchange,
-) -> Result<Response<Incoming>, SendFailure> {
+) -> Result<Response<Incoming>, ProxyError> {
     let backend = &target.backend;
-    let mut conn = match checkout(target, false).await {
-        Ok(conn) => conn,
-        Err(failure) => return Err(failure.with_unsent(request)),
+    let mut conn = checkout(target, false).await?;
+    // Taken only once a connection is at hand, so that a failed checkout leaves it unsent.
+    let Some(request) = slot.take() else {
+        return Err(ProxyError::UpstreamFailed);
     };
     let mut result = tokio::time::timeout(upstream.response_timeout, conn.send(request)).await;
     if conn.is_reused() {
@@ -678,15 +672,18 @@ async fn send_upstream(
                 let replayed = Box::pin(async {
                     let mut conn = match checkout(target, true).await {
                         Ok(conn) => conn,
-                        Err(failure) => return Err(failure.with_unsent(unsent)),
+                        Err(error) => return Err((error, unsent)),
                     };
                     let sent = conn.send(unsent);
                     let result = tokio::time::timeout(upstream.response_timeout, sent).await;
-                    Ok::<_, SendFailure>((conn, result))
+                    Ok((conn, result))
                 });
                 (conn, result) = match replayed.await {
                     Ok(pair) => pair,
-                    Err(failure) => return Err(failure),
+                    Err((error, unsent)) => {
+                        *slot = Some(unsent);
+                        return Err(error);
+                    }
                 };
             }
         }
@@ -697,20 +694,17 @@ async fn send_upstream(
             Ok(response)
         }
         Ok(Err(mut e)) => {
-            let unsent = e.take_message();
+            *slot = e.take_message();
             let e = e.into_error();
             if let Some(body_err) = find_body_error(&e) {
-                return Err(body_error(body_err).into());
+                return Err(body_error(body_err));
             }
             tracing::warn!(backend = backend.url(), error = %e, "upstream request failed");
-            Err(SendFailure {
-                error: ProxyError::UpstreamFailed,
-                unsent,
-            })
+            Err(ProxyError::UpstreamFailed)
         }
         Err(_) => {
             tracing::warn!(backend = backend.url(), "upstream response timed out");
-            Err(ProxyError::ResponseTimeout.into())
+            Err(ProxyError::ResponseTimeout)
         }
     }
 }
@@ -718,7 +712,7 @@ async fn send_upstream(
 async fn checkout(
     target: &BackendHandle,
     new: bool,
-) -> Result<PooledConn<UpstreamBody>, SendFailure> {
+) -> Result<PooledConn<UpstreamBody>, ProxyError> {
     let checkout = if new {
         target.pool.checkout_new().await
     } else {
@@ -726,7 +720,7 @@ async fn checkout(
     };
     checkout.map_err(|e| {
         let url = target.backend.url();
-        SendFailure::from(match e {
+        match e {
             ConnectError::PoolExhausted => {
                 tracing::warn!(backend = url, "connection pool exhausted");
                 ProxyError::PoolExhausted
@@ -739,7 +733,7 @@ async fn checkout(
                 tracing::warn!(backend = url, error = %e, "upstream connect failed");
                 ProxyError::ConnectFailed
             }
-        })
+        }
     })
 }
 
