@@ -316,7 +316,9 @@ async fn forward(
     // id costs an allocation (its bytes become shared).
     let refetch_id = matches!(plan, Some((_, Plan::Revalidate(..)))).then(|| request_id.clone());
     upstream.note_request();
-    let request_time = std::time::SystemTime::now();
+    // When the request left, for the cache's age calculation (RFC 9111 §4.2.3); a clock read
+    // only routes with the cache need.
+    let request_time = plan.is_some().then(std::time::SystemTime::now);
     let upgrade = exchange.upgrade.as_ref().map(|u| &u.protocol);
     let mut outgoing = Outgoing::new(parts, body, ctx, request_id, upgrade);
     let reply = exchange_with_retries(
@@ -327,7 +329,7 @@ async fn forward(
         exchange,
     )
     .await;
-    let Some((cache, plan)) = plan else {
+    let (Some((cache, plan)), Some(request_time)) = (plan, request_time) else {
         return reply;
     };
     match caching::complete(cache, plan, reply, request_time, exchange) {
