@@ -139,6 +139,17 @@ test('h2c with prior knowledge: concurrent streams on one connection, translated
   const posted = origin.seen.filter((s) => s.url.startsWith('/echo'));
   t.true(posted.every((s) => s.method === 'POST'));
   t.is(proxy.gateway.stats().connections.total, 1, 'all of it on one client connection');
+
+  // The proxy keeps the connection's first authority's Host value: another authority on the
+  // same connection still gets its own, before and after.
+  for (const name of ['other.test', authority]) {
+    const r = await h2request(session, { ':path': `/host/${name}`, ':authority': name });
+    t.is(r.status, 200);
+    const seen = origin.seen.at(-1);
+    t.is(seen?.url, `/host/${name}`);
+    t.is(seen?.headers.host, name, 'Host is the stream\'s own :authority');
+    t.is(seen?.headers['x-forwarded-host'], name);
+  }
 });
 
 test('HTTP/1.1 still works on the h2c listener, including a request whose first bytes trickle in', async (t) => {

@@ -178,6 +178,7 @@ async fn accept_until_stopped(
             shared: Arc::clone(&shared),
             activity: Arc::new(ConnActivity::new()),
             forwarded_for: std::sync::OnceLock::new(),
+            authority: std::sync::OnceLock::new(),
         };
         connections.spawn(serve_connection(
             stream,

@@ -96,6 +96,7 @@ impl From<ParkedConn> for ConnContext {
             shared: parked.shared,
             activity: Arc::new(ConnActivity::new()),
             forwarded_for: std::sync::OnceLock::new(),
+            authority: std::sync::OnceLock::new(),
         }
     }
 }

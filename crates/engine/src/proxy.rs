@@ -55,6 +55,9 @@ pub struct ConnContext {
     /// The client's address as an `X-Forwarded-For` element, formatted by the connection's first
     /// proxied request.
     pub forwarded_for: std::sync::OnceLock<HeaderValue>,
+    /// The first absolute-form authority's `Host` value. HTTP/2 clients name one authority on
+    /// every stream of a connection: shared, it saves each request a copy and its allocations.
+    pub authority: std::sync::OnceLock<HeaderValue>,
 }
 
 /// See [`ConnContext::slot`].
@@ -67,6 +70,20 @@ pub struct ConnSlot {
 impl ConnContext {
     pub fn with_scheme(self, scheme: &'static str) -> Self {
         Self { scheme, ..self }
+    }
+
+    /// The `Host` value for an absolute-form target's `authority` (`None` if it cannot be one).
+    fn host_for(&self, authority: &str) -> Option<HeaderValue> {
+        if let Some(known) = self.authority.get() {
+            if known.as_bytes() == authority.as_bytes() {
+                return Some(known.clone());
+            }
+        }
+        let value = HeaderValue::from_str(authority).ok()?;
+        // Kept only for the first authority; another one (connection reuse across hosts) is
+        // made each time.
+        let _ = self.authority.set(value.clone());
+        Some(value)
     }
 }
 
@@ -579,10 +596,7 @@ impl Outgoing {
         upgrade: Option<&HeaderValue>,
     ) -> Self {
         let client_version = parts.version;
-        let absolute_host = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        let absolute_host = parts.uri.authority().and_then(|a| ctx.host_for(a.as_str()));
         let h = &mut parts.headers;
         headers::strip_hop_by_hop(h);
         // `Expect: 100-continue` was answered by the proxy when it started reading the body.
