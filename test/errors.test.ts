@@ -110,6 +110,31 @@ test('504 when the origin is slower than timeouts.response', async (t) => {
   t.is(origin.heads, 1);
 });
 
+test('timeouts.response holds for every request on a kept-alive connection, after one timed out as after one that did not', async (t) => {
+  const timers = new Set<NodeJS.Timeout>();
+  t.teardown(() => timers.forEach(clearTimeout));
+  const origin = await withOrigin(t, (req, res) => {
+    const delay = req.url === '/slow' ? 1000 : req.url === '/almost' ? 250 : 0;
+    timers.add(setTimeout(() => {
+      if (!res.destroyed) res.end(`done ${req.url}`);
+    }, delay));
+  });
+  const proxy = await withProxy(t, proxyConfig([origin.url], {
+    upstreams: { app: { backends: [{ url: origin.url }], timeouts: { response: '400ms' } } },
+  }));
+  const conn = await RawConn.open(t, proxy.port);
+  // Each request waits for the one before: fast, slow (504), one that needs most of its own
+  // 400 ms, slow again (504), fast. All on one client connection.
+  const paths = ['/fast', '/slow', '/almost', '/slow', '/fast'];
+  for (const [i, path] of paths.entries()) {
+    conn.write(`GET ${path} HTTP/1.1\r\nHost: app.test\r\n\r\n`);
+    t.true(await conn.until(() => statuses(conn.text).length === i + 1, 3000), `an answer to ${path}`);
+  }
+  t.deepEqual(statuses(conn.text), [200, 504, 200, 504, 200]);
+  t.true(conn.text.includes('done /almost'), 'the 250 ms response came through whole');
+  t.is(proxy.gateway.stats().connections.total, 1, 'one client connection throughout');
+});
+
 // Client errors: each closes the connection, since the rest of the request is unread.
 
 test('413 for a Content-Length over limits.max_body_size, before any body is read', async (t) => {

@@ -17,6 +17,7 @@ mod boxed;
 mod caching;
 pub mod config;
 pub mod conn;
+mod deadline;
 mod engine;
 pub mod error;
 pub mod headers;

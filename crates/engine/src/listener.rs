@@ -179,6 +179,7 @@ async fn accept_until_stopped(
             activity: Arc::new(ConnActivity::new()),
             forwarded_for: std::sync::OnceLock::new(),
             authority: std::sync::OnceLock::new(),
+            deadlines: crate::deadline::Deadlines::default(),
         };
         connections.spawn(serve_connection(
             stream,

@@ -97,6 +97,7 @@ impl From<ParkedConn> for ConnContext {
             activity: Arc::new(ConnActivity::new()),
             forwarded_for: std::sync::OnceLock::new(),
             authority: std::sync::OnceLock::new(),
+            deadlines: crate::deadline::Deadlines::default(),
         }
     }
 }

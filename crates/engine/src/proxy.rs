@@ -27,6 +27,7 @@ use crate::access_log::AccessRecord;
 use crate::body::{read_request_body, RequestBodyError, UpstreamBody};
 use crate::caching::{self, Completion, Plan};
 use crate::conn::ConnActivity;
+use crate::deadline::Deadlines;
 use crate::engine::Shared;
 use crate::error::{ProxyError, Side};
 use crate::headers::{self, Forwarded};
@@ -58,6 +59,8 @@ pub struct ConnContext {
     /// The first absolute-form authority's `Host` value. HTTP/2 clients name one authority on
     /// every stream of a connection: shared, it saves each request a copy and its allocations.
     pub authority: std::sync::OnceLock<HeaderValue>,
+    /// The timers of the connection's upstream response timeouts, reused request after request.
+    pub deadlines: Deadlines,
 }
 
 /// See [`ConnContext::slot`].
@@ -421,15 +424,15 @@ pub(crate) async fn exchange_with_retries(
         }
         exchange.backend = Some(handle.backend.begin_request());
         let started = Instant::now();
-        match send_upstream(
+        let sent = send_upstream(
             upstream,
             handle,
             &mut outgoing.next,
             spare.as_ref(),
+            ctx,
             exchange,
-        )
-        .await
-        {
+        );
+        match sent.await {
             Ok(response) => {
                 let status = response.status();
                 let outcome = if status.is_server_error() {
@@ -662,6 +665,7 @@ async fn send_upstream(
     target: &BackendHandle,
     slot: &mut Option<Request<UpstreamBody>>,
     spare: Option<&SpareRequest>,
+    ctx: &ConnContext,
     exchange: &mut Exchange,
 ) -> Result<Response<Incoming>, ProxyError> {
     let backend = &target.backend;
@@ -670,9 +674,10 @@ async fn send_upstream(
     let Some(request) = slot.take() else {
         return Err(ProxyError::UpstreamFailed);
     };
-    let mut result = tokio::time::timeout(upstream.response_timeout, conn.send(request)).await;
+    let timeout = upstream.response_timeout;
+    let mut result = ctx.deadlines.run(timeout, || conn.send(request)).await;
     if conn.is_reused() {
-        if let Ok(Err(e)) = &mut result {
+        if let Some(Err(e)) = &mut result {
             let replay = e.take_message().or_else(|| {
                 e.error()
                     .is_incomplete_message()
@@ -690,8 +695,7 @@ async fn send_upstream(
                         Ok(conn) => conn,
                         Err(error) => return Err((error, unsent)),
                     };
-                    let sent = conn.send(unsent);
-                    let result = tokio::time::timeout(upstream.response_timeout, sent).await;
+                    let result = ctx.deadlines.run(timeout, || conn.send(unsent)).await;
                     Ok((conn, result))
                 });
                 (conn, result) = match replayed.await {
@@ -705,11 +709,11 @@ async fn send_upstream(
         }
     }
     match result {
-        Ok(Ok(response)) => {
+        Some(Ok(response)) => {
             exchange.upstream_conn = Some(conn);
             Ok(response)
         }
-        Ok(Err(mut e)) => {
+        Some(Err(mut e)) => {
             *slot = e.take_message();
             let e = e.into_error();
             if let Some(body_err) = find_body_error(&e) {
@@ -718,7 +722,7 @@ async fn send_upstream(
             tracing::warn!(backend = backend.url(), error = %e, "upstream request failed");
             Err(ProxyError::UpstreamFailed)
         }
-        Err(_) => {
+        None => {
             tracing::warn!(backend = backend.url(), "upstream response timed out");
             Err(ProxyError::ResponseTimeout)
         }
