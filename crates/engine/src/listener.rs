@@ -167,20 +167,11 @@ async fn accept_until_stopped(
             }
         };
         let _ = stream.set_nodelay(true);
-        let ctx = ConnContext {
-            slot: parking_lot::Mutex::new(Some(ConnSlot {
-                permit,
-                count: ConnectionCount::open(Arc::clone(&shared)),
-            })),
-            peer,
-            scheme: "http",
-            listener: Arc::clone(runtime),
-            shared: Arc::clone(&shared),
-            activity: Arc::new(ConnActivity::new()),
-            forwarded_for: std::sync::OnceLock::new(),
-            authority: std::sync::OnceLock::new(),
-            deadlines: crate::deadline::Deadlines::default(),
+        let slot = ConnSlot {
+            permit,
+            count: ConnectionCount::open(Arc::clone(&shared)),
         };
+        let ctx = ConnContext::new(Some(slot), peer, Arc::clone(runtime), Arc::clone(&shared));
         connections.spawn(serve_connection(
             stream,
             ctx,

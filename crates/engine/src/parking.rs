@@ -41,7 +41,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::conn::ConnActivity;
 use crate::engine::Shared;
 use crate::listener::ListenerRuntime;
 use crate::proxy::{ConnContext, ConnSlot};
@@ -88,17 +87,8 @@ impl From<ConnContext> for ParkedConn {
 
 impl From<ParkedConn> for ConnContext {
     fn from(parked: ParkedConn) -> Self {
-        Self {
-            slot: parking_lot::Mutex::new(parked.slot),
-            peer: parked.peer,
-            scheme: parked.scheme,
-            listener: parked.listener,
-            shared: parked.shared,
-            activity: Arc::new(ConnActivity::new()),
-            forwarded_for: std::sync::OnceLock::new(),
-            authority: std::sync::OnceLock::new(),
-            deadlines: crate::deadline::Deadlines::default(),
-        }
+        Self::new(parked.slot, parked.peer, parked.listener, parked.shared)
+            .with_scheme(parked.scheme)
     }
 }
 

@@ -53,28 +53,24 @@ pub struct ConnContext {
     pub listener: Arc<ListenerRuntime>,
     pub shared: Arc<Shared>,
     pub activity: Arc<ConnActivity>,
-    /// The client's address as an `X-Forwarded-For` element, formatted by the connection's first
-    /// proxied request.
-    pub forwarded_for: std::sync::OnceLock<HeaderValue>,
+    /// What the connection's requests make once and share: made by its first proxied request,
+    /// and boxed, so that a connection's task does not carry it before then.
+    reuse: std::sync::OnceLock<Box<ConnReuse>>,
+}
+
+/// See [`ConnContext::reuse`].
+#[derive(Debug)]
+struct ConnReuse {
+    /// The client's address as an `X-Forwarded-For` element.
+    forwarded_for: HeaderValue,
     /// The first absolute-form authority's `Host` value. HTTP/2 clients name one authority on
     /// every stream of a connection: shared, it saves each request a copy and its allocations.
-    pub authority: std::sync::OnceLock<HeaderValue>,
-    /// The timers of the connection's upstream response timeouts, reused request after request.
-    pub deadlines: Deadlines,
+    authority: std::sync::OnceLock<HeaderValue>,
+    /// The timers of the upstream response timeouts, reused request after request.
+    deadlines: Deadlines,
 }
 
-/// See [`ConnContext::slot`].
-#[derive(Debug)]
-pub struct ConnSlot {
-    pub permit: tokio::sync::OwnedSemaphorePermit,
-    pub count: crate::stats::ConnectionCount,
-}
-
-impl ConnContext {
-    pub fn with_scheme(self, scheme: &'static str) -> Self {
-        Self { scheme, ..self }
-    }
-
+impl ConnReuse {
     /// The `Host` value for an absolute-form target's `authority` (`None` if it cannot be one).
     fn host_for(&self, authority: &str) -> Option<HeaderValue> {
         if let Some(known) = self.authority.get() {
@@ -87,6 +83,47 @@ impl ConnContext {
         // made each time.
         let _ = self.authority.set(value.clone());
         Some(value)
+    }
+}
+
+/// See [`ConnContext::slot`].
+#[derive(Debug)]
+pub struct ConnSlot {
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+    pub count: crate::stats::ConnectionCount,
+}
+
+impl ConnContext {
+    /// A new connection's context: nothing made for its requests yet.
+    pub fn new(
+        slot: Option<ConnSlot>,
+        peer: SocketAddr,
+        listener: Arc<ListenerRuntime>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            slot: parking_lot::Mutex::new(slot),
+            peer,
+            scheme: "http",
+            listener,
+            shared,
+            activity: Arc::new(ConnActivity::new()),
+            reuse: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn with_scheme(self, scheme: &'static str) -> Self {
+        Self { scheme, ..self }
+    }
+
+    fn reuse(&self) -> &ConnReuse {
+        self.reuse.get_or_init(|| {
+            Box::new(ConnReuse {
+                forwarded_for: headers::forwarded_for(self.peer.ip()),
+                authority: std::sync::OnceLock::new(),
+                deadlines: Deadlines::default(),
+            })
+        })
     }
 }
 
@@ -599,7 +636,11 @@ impl Outgoing {
         upgrade: Option<&HeaderValue>,
     ) -> Self {
         let client_version = parts.version;
-        let absolute_host = parts.uri.authority().and_then(|a| ctx.host_for(a.as_str()));
+        let reuse = ctx.reuse();
+        let absolute_host = parts
+            .uri
+            .authority()
+            .and_then(|a| reuse.host_for(a.as_str()));
         let h = &mut parts.headers;
         headers::strip_hop_by_hop(h);
         // `Expect: 100-continue` was answered by the proxy when it started reading the body.
@@ -619,9 +660,7 @@ impl Outgoing {
         headers::add_forwarded(
             h,
             Forwarded {
-                client_ip: ctx
-                    .forwarded_for
-                    .get_or_init(|| headers::forwarded_for(ctx.peer.ip())),
+                client_ip: &reuse.forwarded_for,
                 proto: ctx.scheme,
                 host: host.as_ref(),
                 request_id,
@@ -675,7 +714,11 @@ async fn send_upstream(
         return Err(ProxyError::UpstreamFailed);
     };
     let timeout = upstream.response_timeout;
-    let mut result = ctx.deadlines.run(timeout, || conn.send(request)).await;
+    let mut result = ctx
+        .reuse()
+        .deadlines
+        .run(timeout, || conn.send(request))
+        .await;
     if conn.is_reused() {
         if let Some(Err(e)) = &mut result {
             let replay = e.take_message().or_else(|| {
@@ -695,7 +738,11 @@ async fn send_upstream(
                         Ok(conn) => conn,
                         Err(error) => return Err((error, unsent)),
                     };
-                    let result = ctx.deadlines.run(timeout, || conn.send(unsent)).await;
+                    let result = ctx
+                        .reuse()
+                        .deadlines
+                        .run(timeout, || conn.send(unsent))
+                        .await;
                     Ok((conn, result))
                 });
                 (conn, result) = match replayed.await {
