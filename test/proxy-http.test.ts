@@ -152,13 +152,19 @@ test('a generated request id is the one the origin gets and the access log recor
   }
   for (const id of ids) t.regex(id, /^[0-9a-f]{32}$/);
   t.is(new Set(ids).size, 3, 'a new id for every request');
-  let logged: string[] = [];
+  interface Line { request_id: unknown; duration_ms: unknown; upstream: unknown }
+  let lines: Line[] = [];
   await until(async () => {
     const text = await readFile(logFile, 'utf8').catch(() => '');
-    logged = text.split('\n').filter(Boolean).map((l) => String((JSON.parse(l) as { request_id: unknown }).request_id));
-    return logged.length >= 3;
+    lines = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
+    return lines.length >= 3;
   }, 'three access log lines');
-  t.deepEqual(logged, ids);
+  t.deepEqual(lines.map((l) => String(l.request_id)), ids);
+  for (const line of lines) {
+    t.is(typeof line.duration_ms, 'number');
+    t.true(Number(line.duration_ms) >= 0 && Number(line.duration_ms) < 5000, `a request's own duration: ${String(line.duration_ms)} ms`);
+    t.is(line.upstream, origin.url);
+  }
 });
 
 test('an absolute-form request reaches the origin in origin form, with the Host its URI names', async (t) => {

@@ -12,7 +12,6 @@ use gatehouse_cache::{
 };
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use tokio::time::Instant;
 
 use crate::body::UpstreamBody;
 use crate::conn::ConnActivity;
@@ -226,7 +225,7 @@ fn spawn_refresh(
         let request = CacheRequest::from_parts(ctx.scheme, &host, &parts);
         revalidation.prepare_request(&mut parts.headers);
         let activity = Arc::new(ConnActivity::new());
-        let mut exchange = Exchange::new(Instant::now(), activity.begin_request());
+        let mut exchange = Exchange::new(activity.begin_request());
         let request_time = SystemTime::now();
         let mut outgoing = Outgoing::new(parts, UpstreamBody::Empty, &ctx, request_id, None);
         let reply =

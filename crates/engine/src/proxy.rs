@@ -32,7 +32,7 @@ use crate::engine::Shared;
 use crate::error::{ProxyError, Side};
 use crate::headers::{self, Forwarded};
 use crate::listener::ListenerRuntime;
-use crate::response::{Exchange, ResponseBody, UpgradeRequest};
+use crate::response::{Exchange, PendingAccess, ResponseBody, UpgradeRequest};
 use crate::routes::normalize_host;
 use crate::spare::SpareRequest;
 use crate::state::ProxyState;
@@ -139,13 +139,12 @@ pub(crate) enum Reply {
 /// Handles one request from a downstream connection. Never fails: every problem becomes a
 /// response (or, when the client is gone, a response nobody reads).
 pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<ResponseBody> {
-    let started = Instant::now();
     let state = ctx.shared.state.load_full();
     let stats = &ctx.shared.stats;
     stats
         .requests_total
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut exchange = Exchange::new(started, ctx.activity.begin_request());
+    let mut exchange = Exchange::new(ctx.activity.begin_request());
     // The request id is made here only when the access log needs it; otherwise once the
     // request goes upstream (a cache hit has no use for one).
     let mut request_id = None;
@@ -165,7 +164,11 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
             user_agent: h.get(header::USER_AGENT).cloned(),
             upstream: None,
         };
-        exchange.access = Some(Box::new((Arc::clone(log), record)));
+        exchange.access = Some(Box::new(PendingAccess {
+            log: Arc::clone(log),
+            record,
+            started: Instant::now(),
+        }));
         request_id = Some(id);
     }
 
@@ -457,7 +460,7 @@ pub(crate) async fn exchange_with_retries(
         // A copy for a retry or for a replay after a reused connection turned out closed.
         let spare = replayable.then(|| SpareRequest::of(request)).flatten();
         if let Some(access) = &mut exchange.access {
-            access.1.upstream = Some(handle.backend.url().to_owned());
+            access.record.upstream = Some(handle.backend.url().to_owned());
         }
         exchange.backend = Some(handle.backend.begin_request());
         let started = Instant::now();
