@@ -221,7 +221,7 @@ pub struct Forwarded<'a> {
     pub request_id: HeaderValue,
 }
 
-/// Adds the forwarding fields. The caller makes room for them first (`proxy::upstream_request`
+/// Adds the forwarding fields. The caller makes room for them first (`proxy::Outgoing::new`
 /// sizes the map once for everything it adds).
 pub fn add_forwarded(headers: &mut HeaderMap, f: Forwarded<'_>) {
     if headers.contains_key(&X_FORWARDED_FOR) {

@@ -8,8 +8,9 @@
 //!    fetch (fill, validation, bypass) whose response the cache then sees.
 //! 5. `admit_body`: `Content-Length` over the limit is 413 before the body is read (so no
 //!    `100 Continue` is sent); small bodies are read whole.
-//! 6. `select`: a healthy backend (503 with `Retry-After` when there is none).
-//! 7. `upstream_request`: hop-by-hop headers out, forwarding headers in.
+//! 6. `Outgoing::new`: hop-by-hop headers out, forwarding headers in; built once for every
+//!    attempt that follows.
+//! 7. `select`: a healthy backend (503 with `Retry-After` when there is none).
 //! 8. `exchange`: a pooled connection, the request, the response head (502, 504).
 //! 9. `downstream_response`: hop-by-hop headers out, `Via` in; the body streams through.
 
