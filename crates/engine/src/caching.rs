@@ -174,7 +174,6 @@ pub(crate) fn complete(
             if parts.status.is_server_error() {
                 if let Some(stored) = cache.stale_on_error(&revalidation, SystemTime::now()) {
                     exchange.cache_status = Some(CacheStatus::Stale);
-                    exchange.upstream_conn = None;
                     return Completion::Reply(serve(&stored, &request));
                 }
             }

@@ -26,7 +26,6 @@ mod parking;
 pub mod proxy;
 pub mod response;
 pub mod routes;
-mod spare;
 pub mod state;
 pub mod stats;
 pub mod upstream;

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::access_log::AccessRecord;
@@ -35,11 +36,12 @@ use crate::headers::{self, Forwarded};
 use crate::listener::ListenerRuntime;
 use crate::response::{Exchange, PendingAccess, ResponseBody, UpgradeRequest};
 use crate::routes::normalize_host;
-use crate::spare::SpareRequest;
 use crate::state::ProxyState;
 use crate::upstream::{BackendHandle, PolicyRequest, Upstream};
 use gatehouse_balance::Outcome;
-use gatehouse_pool::{ConnectError, PooledConn};
+use gatehouse_pool::{
+    ConnectError, OriginBody, Payload, PooledConn, Progress, SendError, Upgraded,
+};
 
 /// What one downstream connection shares with each of its requests.
 #[derive(Debug)]
@@ -130,7 +132,7 @@ impl ConnContext {
 
 /// How a request was answered, before it becomes a response.
 pub(crate) enum Reply {
-    Proxied(http::response::Parts, Incoming),
+    Proxied(http::response::Parts, OriginBody),
     /// Served by the cache: the response head and the stored body chunks (none for a `304`).
     Cached(Response<()>, Option<Arc<[Bytes]>>),
     Error(ProxyError),
@@ -178,15 +180,22 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
     let mut response = match reply {
         Reply::Proxied(mut parts, body) => {
             headers::strip_hop_by_hop(&mut parts.headers);
-            if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                tunnel(&ctx, &mut parts, &mut exchange);
-            }
+            let body = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                tunnel(&ctx, &mut parts, body.into_upgraded(), &mut exchange);
+                None
+            } else {
+                Some(body)
+            };
             headers::add_via(&mut parts.headers, parts.version);
             let status = parts.status.as_u16();
             // The client's response is HTTP/1.1 whatever the origin spoke; hyper adapts it to
             // the client's version.
             parts.version = Version::HTTP_11;
-            Response::from_parts(parts, ResponseBody::upstream(body, exchange, status))
+            let body = match body {
+                Some(body) => ResponseBody::upstream(body, exchange, status),
+                None => ResponseBody::full(Bytes::new(), exchange, status),
+            };
+            Response::from_parts(parts, body)
         }
         Reply::Cached(head, chunks) => {
             let (parts, ()) = head.into_parts();
@@ -213,8 +222,12 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
 /// The origin accepted a protocol upgrade (WebSocket): answer the client's 101 and, once both
 /// sides have switched, pipe bytes both ways until either closes. The tunnel is independent of
 /// the configuration, so it survives reloads; it is counted in stats.
-fn tunnel(ctx: &ConnContext, parts: &mut http::response::Parts, exchange: &mut Exchange) {
-    let upstream = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+fn tunnel(
+    ctx: &ConnContext,
+    parts: &mut http::response::Parts,
+    upstream: Option<Upgraded>,
+    exchange: &mut Exchange,
+) {
     let Some(UpgradeRequest {
         downstream: Some(downstream),
         protocol,
@@ -234,9 +247,18 @@ fn tunnel(ctx: &ConnContext, parts: &mut http::response::Parts, exchange: &mut E
     tokio::spawn(async move {
         // Until the tunnel closes, it counts as the client connection it was.
         let _slot = slot;
-        let (Ok(up), Ok(down)) = tokio::join!(upstream, downstream) else {
+        let Ok(down) = downstream.await else {
             return;
         };
+        let mut down = hyper_util::rt::TokioIo::new(down);
+        // What the origin sent right after its 101 came with the response head.
+        let Upgraded {
+            stream: mut up,
+            read_ahead,
+        } = upstream;
+        if down.write_all(&read_ahead).await.is_err() {
+            return;
+        }
         let stats = &shared.stats;
         stats
             .upgrades_total
@@ -244,8 +266,6 @@ fn tunnel(ctx: &ConnContext, parts: &mut http::response::Parts, exchange: &mut E
         stats
             .upgrades_active
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut up = hyper_util::rt::TokioIo::new(up);
-        let mut down = hyper_util::rt::TokioIo::new(down);
         if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
             tracing::debug!(error = %e, "upgraded connection ended");
         }
@@ -430,10 +450,7 @@ pub(crate) async fn exchange_with_retries(
 ) -> Reply {
     let client_ip = ctx.peer.ip();
     let max_retries = upstream.retries.max;
-    let replayable = outgoing
-        .next
-        .as_ref()
-        .is_some_and(|r| is_idempotent(r.method()) && r.body().known_length().is_some());
+    let replayable = is_idempotent(&outgoing.head.method) && outgoing.body.known_length().is_some();
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error = ProxyError::NoHealthyBackend;
     for attempt in 0..=max_retries {
@@ -449,30 +466,18 @@ pub(crate) async fn exchange_with_retries(
             return Reply::Error(last_error);
         };
         let handle = &upstream.handles[index];
-        let Some(request) = outgoing.next.as_mut() else {
-            return Reply::Error(last_error);
-        };
         if std::mem::take(&mut outgoing.needs_host) {
             // HTTP/1.0 clients may omit Host; HTTP/1.1 origins require one.
             if let Ok(v) = HeaderValue::from_str(handle.pool.address()) {
-                request.headers_mut().insert(header::HOST, v);
+                outgoing.head.headers.insert(header::HOST, v);
             }
         }
-        // A copy for a retry or for a replay after a reused connection turned out closed.
-        let spare = replayable.then(|| SpareRequest::of(request)).flatten();
         if let Some(access) = &mut exchange.access {
             access.record.upstream = Some(handle.backend.url().to_owned());
         }
         exchange.backend = Some(handle.backend.begin_request());
         let started = Instant::now();
-        let sent = send_upstream(
-            upstream,
-            handle,
-            &mut outgoing.next,
-            spare.as_ref(),
-            ctx,
-            exchange,
-        );
+        let sent = send_upstream(upstream, handle, outgoing, replayable, ctx);
         match sent.await {
             Ok(response) => {
                 let status = response.status();
@@ -483,15 +488,12 @@ pub(crate) async fn exchange_with_retries(
                 };
                 upstream.record(index, outcome, Some(started.elapsed()));
                 let retryable_status = matches!(status.as_u16(), 502..=504);
-                if retryable_status
-                    && spare.is_some()
-                    && attempt < max_retries
-                    && upstream.allow_retry()
+                if retryable_status && replayable && attempt < max_retries && upstream.allow_retry()
                 {
-                    // Discard this answer; its connection closes with it.
-                    exchange.upstream_conn = None;
+                    // Discard this answer (its connection closes with it, unless it was read
+                    // whole already).
+                    drop(response);
                     tried.push(index);
-                    outgoing.next = spare.as_ref().map(SpareRequest::to_request);
                     backoff(upstream, attempt).await;
                     continue;
                 }
@@ -506,11 +508,9 @@ pub(crate) async fn exchange_with_retries(
                     upstream.record(index, Outcome::Failure, None);
                 }
                 last_error = error;
-                // Never sent: the request is still there, whatever its method.
-                if outgoing.next.is_none() {
-                    outgoing.next = spare.as_ref().map(SpareRequest::to_request);
-                }
-                if attempt < max_retries && outgoing.next.is_some() && upstream.allow_retry() {
+                // A request none of which went out may go elsewhere, whatever its method.
+                let sendable = replayable || !outgoing.spent;
+                if attempt < max_retries && sendable && upstream.allow_retry() {
                     tried.push(index);
                     backoff(upstream, attempt).await;
                     continue;
@@ -621,11 +621,14 @@ fn body_error(e: &RequestBodyError) -> ProxyError {
     }
 }
 
-/// The request the origin sees, built once before a backend is chosen.
+/// The request the origin sees, built once before a backend is chosen and kept, unconsumed, for
+/// every attempt: the client encodes the head anew each time (a few hundred instructions, against
+/// the copy of every request that a retry would otherwise need).
 pub(crate) struct Outgoing {
-    /// The request to send next: taken when it is sent, left in place when it never was, and
-    /// replaced by a spare copy for a retry.
-    next: Option<Request<UpstreamBody>>,
+    head: http::request::Parts,
+    body: UpstreamBody,
+    /// Some of a streaming body went out: the request cannot be sent again.
+    spent: bool,
     /// The client (HTTP/1.0) sent no `Host`: the first chosen backend's address stands in.
     needs_host: bool,
 }
@@ -691,99 +694,89 @@ impl Outgoing {
         }
         parts.version = Version::HTTP_11;
         Self {
-            next: Some(Request::from_parts(parts, body)),
+            head: parts,
+            body,
+            spent: false,
             needs_host,
         }
     }
+
+    /// Sends the request on `conn` and reads the response head.
+    async fn send(&mut self, conn: PooledConn) -> Result<Response<OriginBody>, SendError> {
+        let payload = match &mut self.body {
+            UpstreamBody::Empty | UpstreamBody::Full(None) => Payload::Empty,
+            UpstreamBody::Full(Some(data)) => Payload::Full(data),
+            streaming => Payload::Stream(streaming),
+        };
+        let sent = conn.send(&self.head, payload).await;
+        if let Err(e) = &sent {
+            self.spent |= e.progress() != Progress::Unsent;
+        }
+        sent
+    }
 }
 
-/// Sends the request in `slot` on a pooled connection and waits for the response head. When a
-/// *reused* connection turns out to have been closed by the origin (the keep-alive race), the
-/// request is replayed once on a new connection to the same backend; that is not a retry. A
-/// request that was not sent at all is back in `slot` when this fails (hyper returns it); one
-/// that was sent is replayed only from `spare` (which exists for idempotent requests with a body
-/// held whole) and only when no response byte came.
+/// Sends the request on a pooled connection and waits for the response head. When a *reused*
+/// connection turns out to have been closed by the origin (the keep-alive race), the request is
+/// replayed once on a new connection to the same backend; that is not a retry. A request is
+/// replayed when none of it was sent, or when it is `replayable` (idempotent, its body held
+/// whole) and no response byte came.
 async fn send_upstream(
     upstream: &Upstream,
     target: &BackendHandle,
-    slot: &mut Option<Request<UpstreamBody>>,
-    spare: Option<&SpareRequest>,
+    outgoing: &mut Outgoing,
+    replayable: bool,
     ctx: &ConnContext,
-    exchange: &mut Exchange,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<OriginBody>, ProxyError> {
     let backend = &target.backend;
-    let mut conn = checkout(target, false).await?;
-    // Taken only once a connection is at hand, so that a failed checkout leaves it unsent.
-    let Some(request) = slot.take() else {
-        return Err(ProxyError::UpstreamFailed);
-    };
+    let conn = checkout(target, false).await?;
+    let reused = conn.is_reused();
     let timeout = upstream.response_timeout;
-    let mut result = ctx
-        .reuse()
-        .deadlines
-        .run(timeout, || conn.send(request))
-        .await;
-    if conn.is_reused() {
-        if let Some(Err(e)) = &mut result {
-            let replay = e.take_message().or_else(|| {
-                e.error()
-                    .is_incomplete_message()
-                    .then(|| spare.map(SpareRequest::to_request))
-                    .flatten()
-            });
-            if let Some(unsent) = replay {
-                tracing::debug!(
-                    backend = backend.url(),
-                    "pooled connection was closed; replaying on a new one"
-                );
-                // Boxed: rare, and a second send inline would enlarge every request's future.
-                let replayed = Box::pin(async {
-                    let mut conn = match checkout(target, true).await {
-                        Ok(conn) => conn,
-                        Err(error) => return Err((error, unsent)),
-                    };
-                    let result = ctx
-                        .reuse()
-                        .deadlines
-                        .run(timeout, || conn.send(unsent))
-                        .await;
-                    Ok((conn, result))
-                });
-                (conn, result) = match replayed.await {
-                    Ok(pair) => pair,
-                    Err((error, unsent)) => {
-                        *slot = Some(unsent);
-                        return Err(error);
-                    }
-                };
-            }
+    let deadlines = &ctx.reuse().deadlines;
+    let mut result = deadlines.run(timeout, || outgoing.send(conn)).await;
+    if let Some(Err(e)) = &result {
+        if is_keep_alive_race(e, reused, replayable) {
+            tracing::debug!(
+                backend = backend.url(),
+                "pooled connection was closed; replaying on a new one"
+            );
+            // Boxed: rare, and a second send inline would enlarge every request's future.
+            result = Box::pin(async {
+                let conn = checkout(target, true).await?;
+                Ok::<_, ProxyError>(deadlines.run(timeout, || outgoing.send(conn)).await)
+            })
+            .await?;
         }
     }
     match result {
-        Some(Ok(response)) => {
-            exchange.upstream_conn = Some(conn);
-            Ok(response)
-        }
-        Some(Err(mut e)) => {
-            *slot = e.take_message();
-            let e = e.into_error();
-            if let Some(body_err) = find_body_error(&e) {
-                return Err(body_error(body_err));
+        Some(Ok(response)) => Ok(response),
+        Some(Err(e)) => {
+            let body_error = e
+                .body_error()
+                .and_then(|b| b.downcast_ref::<RequestBodyError>());
+            if let Some(body_error) = body_error {
+                return Err(self::body_error(body_error));
             }
             tracing::warn!(backend = backend.url(), error = %e, "upstream request failed");
             Err(ProxyError::UpstreamFailed)
         }
         None => {
+            // Some of it may have gone out.
+            outgoing.spent = true;
             tracing::warn!(backend = backend.url(), "upstream response timed out");
             Err(ProxyError::ResponseTimeout)
         }
     }
 }
 
-async fn checkout(
-    target: &BackendHandle,
-    new: bool,
-) -> Result<PooledConn<UpstreamBody>, ProxyError> {
+/// Whether a failed exchange on a reused connection may be the origin having closed it while it
+/// was idle, and the request can be sent again on a new one.
+fn is_keep_alive_race(e: &SendError, reused: bool, replayable: bool) -> bool {
+    let resendable = e.progress() == Progress::Unsent || (e.is_unanswered_close() && replayable);
+    reused && resendable
+}
+
+async fn checkout(target: &BackendHandle, new: bool) -> Result<PooledConn, ProxyError> {
     let checkout = if new {
         target.pool.checkout_new().await
     } else {
@@ -806,18 +799,6 @@ async fn checkout(
             }
         }
     })
-}
-
-/// When the upstream exchange failed because the client's body did, the client gets the blame.
-fn find_body_error(e: &hyper::Error) -> Option<&RequestBodyError> {
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(body) = err.downcast_ref::<RequestBodyError>() {
-            return Some(body);
-        }
-        source = err.source();
-    }
-    None
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! The response body as it travels to the client, and the bookkeeping that ends with it.
 //!
 //! An [`Exchange`] travels inside the response body, so that everything that must happen when
-//! the client has the last byte (or has gone away) happens exactly then, from `Drop`: the pooled
-//! connection goes back to its pool, the backend's in-flight count drops, the access log line is
-//! written with the real byte count.
+//! the client has the last byte (or has gone away) happens exactly then, from `Drop`: the
+//! backend's in-flight count drops, the access log line is written with the real byte count.
+//! (The origin's connection goes back to its pool with the origin's last byte, which
+//! [`OriginBody`] sees to: for a small response, before the client has its first.)
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,13 +13,11 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use gatehouse_balance::InFlight;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, AccessRecord};
-use crate::body::UpstreamBody;
 use crate::conn::RequestGuard;
-use gatehouse_pool::PooledConn;
+use gatehouse_pool::{BodyError, OriginBody};
 
 /// Per-request state that must outlive the handler and end with the response body.
 #[derive(Debug)]
@@ -29,7 +28,6 @@ pub struct Exchange {
     /// bytes with them inline, 120 boxed).
     pub access: Option<Box<PendingAccess>>,
     pub backend: Option<InFlight>,
-    pub upstream_conn: Option<PooledConn<UpstreamBody>>,
     /// A protocol upgrade (WebSocket) the client asked for, kept until the origin agrees.
     pub upgrade: Option<Box<UpgradeRequest>>,
     /// `X-Cache-Status` for a response of a cache-enabled route.
@@ -64,7 +62,6 @@ impl Exchange {
             request_guard: request,
             access: None,
             backend: None,
-            upstream_conn: None,
             upgrade: None,
             cache_status: None,
             cache_store: None,
@@ -77,12 +74,9 @@ impl Exchange {
         &self.request_guard
     }
 
-    /// The origin's response has been read to the end: its connection may serve another request,
-    /// and a response on its way into the cache is complete.
+    /// The origin's response has been read to the end: a response on its way into the cache is
+    /// complete.
     pub fn upstream_done(&mut self) {
-        if let Some(conn) = self.upstream_conn.take() {
-            conn.release();
-        }
         if let Some(store) = self.cache_store.take() {
             if let Err(reason) = (*store).finish() {
                 tracing::debug!(reason = reason.as_str(), "response not cached");
@@ -104,7 +98,7 @@ impl Drop for Exchange {
 
 enum Content {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(OriginBody),
     /// A stored response from the cache, in the chunks it was stored in (shared with the
     /// entry, no copy), and the index of the next chunk to send.
     Cached(Option<Arc<[Bytes]>>, usize),
@@ -155,7 +149,7 @@ impl ResponseBody {
         }
     }
 
-    pub fn upstream(body: Incoming, mut exchange: Exchange, status: u16) -> Self {
+    pub fn upstream(body: OriginBody, mut exchange: Exchange, status: u16) -> Self {
         exchange.status = status;
         if body.is_end_stream() {
             exchange.upstream_done();
@@ -169,12 +163,12 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         match &mut this.content {
             Content::Full(data) => Poll::Ready(data.take().map(|d| {
@@ -210,9 +204,8 @@ impl Body for ResponseBody {
                     Poll::Ready(None) => this.exchange.upstream_done(),
                     Poll::Ready(Some(Err(e))) => {
                         tracing::debug!(error = %e, "upstream response body failed");
-                        // Dropping the connection (not releasing it) closes it; dropping the
-                        // store handle stores nothing.
-                        this.exchange.upstream_conn = None;
+                        // The body has closed its connection; dropping the store handle stores
+                        // nothing.
                         this.exchange.cache_store = None;
                     }
                     Poll::Pending => {}

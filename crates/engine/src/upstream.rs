@@ -13,10 +13,9 @@ use arc_swap::ArcSwapOption;
 use gatehouse_balance::{Algorithm, Backend, Outcome, SelectContext, Selector};
 use gatehouse_pool::UpstreamPool;
 
-use crate::body::UpstreamBody;
 use crate::config::{PassiveHealth, RetrySettings};
 
-pub type Pool = UpstreamPool<UpstreamBody>;
+pub type Pool = UpstreamPool;
 
 /// A backend with the pool of connections to it. Both survive reloads that keep the backend,
 /// so counters, health and warm connections carry over.

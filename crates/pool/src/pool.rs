@@ -3,16 +3,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use bytes::Bytes;
+use http::Response;
 use http_body::Body;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::client::conn::TrySendError;
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+use crate::body::OriginBody;
+use crate::conn::Connection;
+use crate::error::SendError;
+use crate::request::Payload;
 
 /// Tuning for one pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +27,7 @@ pub struct PoolConfig {
     pub max_idle: usize,
     /// An idle connection older than this is closed instead of reused.
     pub idle_timeout: Duration,
-    /// Time allowed for the TCP connect and the (trivial) HTTP/1.1 handshake.
+    /// Time allowed for the TCP connect.
     pub connect_timeout: Duration,
 }
 
@@ -49,7 +51,6 @@ pub enum ConnectError {
     PoolExhausted,
     Timeout,
     Io(std::io::Error),
-    Handshake(hyper::Error),
 }
 
 impl fmt::Display for ConnectError {
@@ -58,7 +59,6 @@ impl fmt::Display for ConnectError {
             ConnectError::PoolExhausted => f.write_str("connection pool exhausted"),
             ConnectError::Timeout => f.write_str("connect timed out"),
             ConnectError::Io(e) => write!(f, "connect failed: {e}"),
-            ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
         }
     }
 }
@@ -68,7 +68,6 @@ impl std::error::Error for ConnectError {
         match self {
             ConnectError::Timeout | ConnectError::PoolExhausted => None,
             ConnectError::Io(e) => Some(e),
-            ConnectError::Handshake(e) => Some(e),
         }
     }
 }
@@ -92,16 +91,16 @@ pub struct PoolStats {
 
 /// An idle connection. It keeps its slot (a semaphore permit), so idle and busy connections
 /// together never exceed `max_connections`.
-struct Idle<B> {
-    sender: SendRequest<B>,
+struct Idle {
+    conn: Connection,
     slot: OwnedSemaphorePermit,
     since: Instant,
 }
 
-struct Shared<B> {
+struct Shared {
     address: String,
     config: PoolConfig,
-    idle: Mutex<Vec<Idle<B>>>,
+    idle: Mutex<Vec<Idle>>,
     /// One permit per connection that may be open.
     slots: Arc<Semaphore>,
     /// Wakes queued checkouts when a connection becomes idle (its slot does not come free then).
@@ -114,11 +113,11 @@ struct Shared<B> {
 }
 
 /// The connection pool of one backend address (`host:port`).
-pub struct UpstreamPool<B> {
-    shared: Arc<Shared<B>>,
+pub struct UpstreamPool {
+    shared: Arc<Shared>,
 }
 
-impl<B> Clone for UpstreamPool<B> {
+impl Clone for UpstreamPool {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
@@ -126,7 +125,7 @@ impl<B> Clone for UpstreamPool<B> {
     }
 }
 
-impl<B> fmt::Debug for UpstreamPool<B> {
+impl fmt::Debug for UpstreamPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpstreamPool")
             .field("address", &self.shared.address)
@@ -134,12 +133,7 @@ impl<B> fmt::Debug for UpstreamPool<B> {
     }
 }
 
-impl<B> UpstreamPool<B>
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+impl UpstreamPool {
     pub fn new(address: impl Into<String>, config: PoolConfig) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -163,33 +157,33 @@ where
 
     /// Hands out the most recently released live connection, or opens a new one when the pool
     /// has room; otherwise waits up to the queue timeout for either.
-    pub async fn checkout(&self) -> Result<PooledConn<B>, ConnectError> {
+    pub async fn checkout(&self) -> Result<PooledConn, ConnectError> {
         // The usual case, kept small: every request's future is as large as its largest path,
-        // and the connect-or-wait path (TCP connect, hyper's handshake, the queue) is kilobytes.
-        if let Some((sender, slot)) = self.pop_live() {
+        // and the connect-or-wait path (TCP connect, the queue) is kilobytes.
+        if let Some((conn, slot)) = self.pop_live() {
             self.shared.reused.fetch_add(1, Ordering::Relaxed);
-            return Ok(self.lease(sender, slot, true));
+            return Ok(self.lease(conn, slot, true));
         }
         Box::pin(self.checkout_inner(true)).await
     }
 
     /// Like [`checkout`](Self::checkout), but always a new connection: for replaying a request
     /// that failed on a reused one.
-    pub async fn checkout_new(&self) -> Result<PooledConn<B>, ConnectError> {
+    pub async fn checkout_new(&self) -> Result<PooledConn, ConnectError> {
         Box::pin(self.checkout_inner(false)).await
     }
 
-    async fn checkout_inner(&self, reuse: bool) -> Result<PooledConn<B>, ConnectError> {
+    async fn checkout_inner(&self, reuse: bool) -> Result<PooledConn, ConnectError> {
         let deadline = Instant::now() + self.shared.config.queue_timeout;
         let mut queued = false;
         loop {
-            if let Some((sender, slot)) = self.pop_live() {
+            if let Some((conn, slot)) = self.pop_live() {
                 if reuse {
                     self.shared.reused.fetch_add(1, Ordering::Relaxed);
-                    return Ok(self.lease(sender, slot, true));
+                    return Ok(self.lease(conn, slot, true));
                 }
                 // A new connection is wanted: close this idle one and use its slot.
-                drop(sender);
+                drop(conn);
                 return self.open(slot).await;
             }
             // Listen for releases before looking for a free slot, so none is missed in between.
@@ -218,10 +212,10 @@ where
         }
     }
 
-    async fn open(&self, slot: OwnedSemaphorePermit) -> Result<PooledConn<B>, ConnectError> {
+    async fn open(&self, slot: OwnedSemaphorePermit) -> Result<PooledConn, ConnectError> {
         // On error the slot is dropped here, freeing it for the next checkout.
-        let sender = self.connect().await?;
-        Ok(self.lease(sender, slot, false))
+        let conn = self.connect().await?;
+        Ok(self.lease(conn, slot, false))
     }
 
     /// Closes idle connections that outlived the idle timeout. The engine calls this
@@ -232,7 +226,7 @@ where
         self.shared
             .idle
             .lock()
-            .retain(|c| now.duration_since(c.since) < timeout && !c.sender.is_closed());
+            .retain(|c| now.duration_since(c.since) < timeout && c.conn.is_usable());
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -246,70 +240,53 @@ where
         }
     }
 
-    fn pop_live(&self) -> Option<(SendRequest<B>, OwnedSemaphorePermit)> {
+    fn pop_live(&self) -> Option<(Connection, OwnedSemaphorePermit)> {
         let timeout = self.shared.config.idle_timeout;
         let mut idle = self.shared.idle.lock();
-        while let Some(conn) = idle.pop() {
-            if conn.sender.is_closed() || conn.since.elapsed() >= timeout {
-                // Dropping the sender lets its connection task finish and close; dropping the
-                // slot frees room for a new connection.
+        while let Some(idle) = idle.pop() {
+            if idle.since.elapsed() >= timeout || !idle.conn.is_usable() {
+                // Dropping the connection closes it; dropping the slot frees room for a new one.
                 continue;
             }
-            return Some((conn.sender, conn.slot));
+            return Some((idle.conn, idle.slot));
         }
         None
     }
 
-    async fn connect(&self) -> Result<SendRequest<B>, ConnectError> {
-        let address = self.shared.address.clone();
+    async fn connect(&self) -> Result<Connection, ConnectError> {
+        let address = self.shared.address.as_str();
         let connect = async move {
-            let stream = TcpStream::connect(address.as_str())
+            let stream = TcpStream::connect(address)
                 .await
                 .map_err(ConnectError::Io)?;
             // Small requests and responses must not wait on Nagle's algorithm.
             stream.set_nodelay(true).map_err(ConnectError::Io)?;
-            let (sender, conn) = http1::Builder::new()
-                .handshake(TokioIo::new(stream))
-                .await
-                .map_err(ConnectError::Handshake)?;
-            // `with_upgrades`: a `101 Switching Protocols` hands the socket to the proxy for a
-            // WebSocket tunnel instead of closing it.
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!(error = %e, "upstream connection ended with an error");
-                }
-            });
-            Ok(sender)
+            Ok(Connection::new(stream))
         };
-        let sender = tokio::time::timeout(self.shared.config.connect_timeout, connect)
+        let conn = tokio::time::timeout(self.shared.config.connect_timeout, connect)
             .await
             .map_err(|_| ConnectError::Timeout)??;
         self.shared.created.fetch_add(1, Ordering::Relaxed);
-        Ok(sender)
+        Ok(conn)
     }
 
-    fn lease(
-        &self,
-        sender: SendRequest<B>,
-        slot: OwnedSemaphorePermit,
-        reused: bool,
-    ) -> PooledConn<B> {
+    fn lease(&self, conn: Connection, slot: OwnedSemaphorePermit, reused: bool) -> PooledConn {
         self.shared.active.fetch_add(1, Ordering::Relaxed);
         PooledConn {
-            sender: Some((sender, slot)),
+            conn: Some((conn, slot)),
             shared: Arc::clone(&self.shared),
             reused,
         }
     }
 }
 
-impl<B> Shared<B> {
-    fn put_idle(&self, sender: SendRequest<B>, slot: OwnedSemaphorePermit) {
+impl Shared {
+    fn put_idle(&self, conn: Connection, slot: OwnedSemaphorePermit) {
         {
             let mut idle = self.idle.lock();
             if idle.len() < self.config.max_idle {
                 idle.push(Idle {
-                    sender,
+                    conn,
                     slot,
                     since: Instant::now(),
                 });
@@ -320,16 +297,15 @@ impl<B> Shared<B> {
     }
 }
 
-/// A connection checked out of a pool. Dropping it closes the connection; [`release`] returns it.
-///
-/// [`release`]: PooledConn::release
-pub struct PooledConn<B> {
-    sender: Option<(SendRequest<B>, OwnedSemaphorePermit)>,
-    shared: Arc<Shared<B>>,
+/// A connection checked out of a pool. Dropping it closes the connection; the response body
+/// releases it to the pool when the exchange on it is complete.
+pub struct PooledConn {
+    conn: Option<(Connection, OwnedSemaphorePermit)>,
+    shared: Arc<Shared>,
     reused: bool,
 }
 
-impl<B> fmt::Debug for PooledConn<B> {
+impl fmt::Debug for PooledConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PooledConn")
             .field("address", &self.shared.address)
@@ -338,56 +314,53 @@ impl<B> fmt::Debug for PooledConn<B> {
     }
 }
 
-impl<B> PooledConn<B>
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+impl PooledConn {
     /// Whether this connection served an earlier request (a failure on it before any response
     /// byte may be the origin having closed it while idle).
     pub fn is_reused(&self) -> bool {
         self.reused
     }
 
-    /// Sends one request. The response body streams from this connection, so the connection
-    /// must be released only after that body has been read to the end. When the request could
-    /// not be sent at all (the connection was found closed), the error gives it back.
-    pub async fn send(
-        &mut self,
-        request: Request<B>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<B>>> {
-        match self.sender.as_mut() {
-            Some((sender, _)) => sender.try_send_request(request).await,
-            // `sender` is only taken by `release`/`drop`, which consume `self`.
-            None => unreachable!("PooledConn used after release"),
-        }
+    /// Sends one request and reads the response head. The body streams from this connection,
+    /// which goes back to the pool when the body has been read to its end (at once, when the
+    /// whole body came with the head), and closes if the body is dropped before then.
+    ///
+    /// `head` is sent as it is (origin-form target, the fields as given) with `HTTP/1.1`; the
+    /// caller sets `Content-Length` for a body held whole.
+    pub async fn send<B>(
+        self,
+        head: &http::request::Parts,
+        payload: Payload<'_, B>,
+    ) -> Result<Response<OriginBody>, SendError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<crate::error::BoxError>,
+    {
+        crate::exchange::send(self, head, payload).await
     }
 
-    /// Returns the connection to the pool once the exchange on it is complete.
-    pub fn release(mut self) {
-        let Some((mut sender, slot)) = self.sender.take() else {
-            return;
-        };
-        if sender.is_closed() {
-            return;
-        }
-        if sender.is_ready() {
-            self.shared.put_idle(sender, slot);
-            return;
-        }
-        // The connection task has not yet noticed that the exchange is over (it runs on its own
-        // task); wait for it there instead of handing out a busy connection.
-        let shared = Arc::clone(&self.shared);
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                shared.put_idle(sender, slot);
+    pub(crate) fn connection(&mut self) -> Option<&mut Connection> {
+        self.conn.as_mut().map(|(conn, _)| conn)
+    }
+
+    /// The connection, leaving the pool for good (its slot frees up).
+    pub(crate) fn into_connection(mut self) -> Option<Connection> {
+        self.conn.take().map(|(conn, _)| conn)
+    }
+
+    /// Returns the connection to the pool: the exchange on it is complete. One holding bytes
+    /// beyond the response (an origin that sent more than it framed) is closed instead.
+    pub(crate) fn release(mut self) {
+        if let Some((mut conn, slot)) = self.conn.take() {
+            if conn.read.is_empty() {
+                conn.trim();
+                self.shared.put_idle(conn, slot);
             }
-        });
+        }
     }
 }
 
-impl<B> Drop for PooledConn<B> {
+impl Drop for PooledConn {
     fn drop(&mut self) {
         self.shared.active.fetch_sub(1, Ordering::Relaxed);
     }
@@ -396,7 +369,6 @@ impl<B> Drop for PooledConn<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use http_body_util::{BodyExt, Empty};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -428,14 +400,26 @@ mod tests {
         (address, accepted)
     }
 
-    async fn exchange(pool: &UpstreamPool<Empty<Bytes>>) -> bool {
-        let mut conn = pool.checkout().await.expect("checkout");
+    fn get() -> http::request::Parts {
+        http::Request::get("/")
+            .body(())
+            .expect("request")
+            .into_parts()
+            .0
+    }
+
+    async fn send(conn: PooledConn) -> Response<OriginBody> {
+        conn.send(&get(), Payload::<Empty<Bytes>>::Empty)
+            .await
+            .expect("response")
+    }
+
+    async fn exchange(pool: &UpstreamPool) -> bool {
+        let conn = pool.checkout().await.expect("checkout");
         let reused = conn.is_reused();
-        let req = Request::get("/").body(Empty::new()).expect("request");
-        let resp = conn.send(req).await.expect("response");
+        let resp = send(conn).await;
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         assert_eq!(&body[..], b"ok");
-        conn.release();
         reused
     }
 
@@ -456,7 +440,7 @@ mod tests {
     #[tokio::test]
     async fn dropped_connections_are_not_reused() {
         let (address, accepted) = origin().await;
-        let pool: UpstreamPool<Empty<Bytes>> = UpstreamPool::new(address, PoolConfig::default());
+        let pool = UpstreamPool::new(address, PoolConfig::default());
         drop(pool.checkout().await.expect("checkout"));
         drop(pool.checkout().await.expect("checkout"));
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -468,7 +452,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("addr").to_string();
         drop(listener);
-        let pool: UpstreamPool<Empty<Bytes>> = UpstreamPool::new(address, PoolConfig::default());
+        let pool = UpstreamPool::new(address, PoolConfig::default());
         assert!(matches!(pool.checkout().await, Err(ConnectError::Io(_))));
     }
 
@@ -480,7 +464,7 @@ mod tests {
             queue_timeout: Duration::from_millis(100),
             ..PoolConfig::default()
         };
-        let pool: UpstreamPool<Empty<Bytes>> = UpstreamPool::new(address, config);
+        let pool = UpstreamPool::new(address, config);
         let a = pool.checkout().await.expect("first");
         let b = pool.checkout().await.expect("second");
         assert!(matches!(
@@ -510,16 +494,13 @@ mod tests {
             ..PoolConfig::default()
         };
         let pool = UpstreamPool::new(address, config);
-        let mut conn = pool.checkout().await.expect("first");
+        let conn = pool.checkout().await.expect("first");
         let waiter = {
             let pool = pool.clone();
             tokio::spawn(async move { exchange(&pool).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let req = Request::get("/").body(Empty::new()).expect("request");
-        let resp = conn.send(req).await.expect("response");
-        resp.into_body().collect().await.expect("body");
-        conn.release();
+        send(conn).await.into_body().collect().await.expect("body");
         assert!(
             waiter.await.expect("join"),
             "the waiter reused the released connection"

@@ -1,0 +1,211 @@
+//! Writing a request to an origin: the head encoded into the connection's buffer, then the body
+//! with the framing the head announced (RFC 9112 §6).
+
+use std::future::poll_fn;
+use std::io::{IoSlice, Write as _};
+use std::pin::Pin;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http_body::Body;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::conn::Connection;
+use crate::error::{BoxError, Progress, SendError};
+
+/// The request body as the exchange sends it.
+pub enum Payload<'a, B> {
+    Empty,
+    /// Held whole (the caller set its `Content-Length`); it can be sent again.
+    Full(&'a Bytes),
+    /// Streams from the client: as it comes when the head has a `Content-Length`, otherwise
+    /// chunked. Once polled it cannot be sent again.
+    Stream(&'a mut B),
+}
+
+/// Writes the request. `progress` becomes [`Progress::Sent`] with the first byte written.
+pub(crate) async fn write_request<B>(
+    conn: &mut Connection,
+    head: &http::request::Parts,
+    payload: Payload<'_, B>,
+    progress: &mut Progress,
+) -> Result<(), SendError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let declared = declared_length(&head.headers);
+    let chunked = matches!(payload, Payload::Stream(_)) && declared.is_none();
+    let mut out = std::mem::take(&mut conn.write);
+    out.clear();
+    encode_head(&mut out, head, chunked);
+    // A body held whole goes out with the head, in one `writev`, without being copied.
+    let written = match &payload {
+        Payload::Full(body) => {
+            let mut parts = [IoSlice::new(&out), IoSlice::new(body)];
+            write_all(&mut conn.stream, &mut parts, progress).await
+        }
+        _ => write_all(&mut conn.stream, &mut [IoSlice::new(&out)], progress).await,
+    };
+    conn.write = out;
+    written?;
+    match payload {
+        Payload::Empty | Payload::Full(_) => Ok(()),
+        Payload::Stream(body) => {
+            write_stream(&mut conn.stream, body, chunked, declared, progress).await
+        }
+    }
+}
+
+/// The request line and the fields, in the map's order; `Transfer-Encoding: chunked` when the
+/// body streams without a length. Names and values cannot hold CR or LF (`http` rejects them),
+/// so nothing a client sent can end the head early.
+fn encode_head(out: &mut Vec<u8>, head: &http::request::Parts, chunked: bool) {
+    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &head.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn write_stream<B>(
+    stream: &mut TcpStream,
+    body: &mut B,
+    chunked: bool,
+    declared: Option<u64>,
+    progress: &mut Progress,
+) -> Result<(), SendError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let mut sent = 0u64;
+    let mut trailers = None;
+    while let Some(frame) = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+        let frame = frame.map_err(|e| SendError::body(e.into(), *progress))?;
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                trailers = frame.into_trailers().ok();
+                continue;
+            }
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        if declared.is_some_and(|len| sent > len) {
+            return Err(SendError::malformed(
+                "request body longer than its Content-Length",
+                *progress,
+            ));
+        }
+        if chunked {
+            let mut size = [0u8; 18];
+            let size_len = chunk_size_line(&mut size, data.len());
+            let mut parts = [
+                IoSlice::new(&size[..size_len]),
+                IoSlice::new(&data),
+                IoSlice::new(b"\r\n"),
+            ];
+            write_all(stream, &mut parts, progress).await?;
+        } else {
+            write_all(stream, &mut [IoSlice::new(&data)], progress).await?;
+        }
+    }
+    if declared.is_some_and(|len| sent != len) {
+        return Err(SendError::malformed(
+            "request body shorter than its Content-Length",
+            *progress,
+        ));
+    }
+    if chunked {
+        let mut end = b"0\r\n".to_vec();
+        for (name, value) in trailers.iter().flatten() {
+            end.extend_from_slice(name.as_str().as_bytes());
+            end.extend_from_slice(b": ");
+            end.extend_from_slice(value.as_bytes());
+            end.extend_from_slice(b"\r\n");
+        }
+        end.extend_from_slice(b"\r\n");
+        write_all(stream, &mut [IoSlice::new(&end)], progress).await?;
+    }
+    Ok(())
+}
+
+/// `{size:x}\r\n` into `buf`; returns its length.
+fn chunk_size_line(buf: &mut [u8; 18], size: usize) -> usize {
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // 16 hex digits and CRLF always fit in 18 bytes.
+    let _ = write!(cursor, "{size:x}\r\n");
+    cursor.position() as usize
+}
+
+/// Writes every slice, with as few system calls as the socket allows.
+async fn write_all(
+    stream: &mut TcpStream,
+    mut parts: &mut [IoSlice<'_>],
+    progress: &mut Progress,
+) -> Result<(), SendError> {
+    while !parts.is_empty() {
+        match stream.write_vectored(parts).await {
+            Ok(0) => return Err(SendError::closed(*progress)),
+            Ok(n) => {
+                *progress = Progress::Sent;
+                IoSlice::advance_slices(&mut parts, n);
+            }
+            Err(e) => return Err(SendError::io(e, *progress)),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_head_is_origin_form_with_every_field() {
+        let request = http::Request::post("/a/b?c=1")
+            .header("host", "example.com")
+            .header("x-many", "1")
+            .header("x-many", "2")
+            .body(())
+            .expect("request");
+        let (parts, ()) = request.into_parts();
+        let mut out = Vec::new();
+        encode_head(&mut out, &parts, true);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "POST /a/b?c=1 HTTP/1.1\r\nhost: example.com\r\nx-many: 1\r\nx-many: 2\r\n\
+             transfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex() {
+        let mut buf = [0u8; 18];
+        let n = chunk_size_line(&mut buf, 0x1f40);
+        assert_eq!(&buf[..n], b"1f40\r\n");
+        let n = chunk_size_line(&mut buf, usize::MAX);
+        assert_eq!(&buf[..n], b"ffffffffffffffff\r\n");
+    }
+}

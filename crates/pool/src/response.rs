@@ -1,0 +1,340 @@
+//! Reading a response head from an origin (httparse does the parsing) and deciding how its body
+//! is framed (RFC 9112 §6.3).
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{StatusCode, Version};
+
+/// Fields in a response head at most (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+/// A response head larger than this is refused (nginx's `proxy_buffer_size` is 4–8 KiB).
+pub(crate) const MAX_HEAD_SIZE: usize = 64 * 1024;
+
+/// How a response's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body: `HEAD`, 1xx, 204, 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Everything until the origin closes the connection.
+    UntilClose,
+}
+
+/// A parsed response head.
+pub(crate) struct Head {
+    pub(crate) parts: http::response::Parts,
+    pub(crate) framing: Framing,
+    /// The connection may carry another request after this response.
+    pub(crate) keep_alive: bool,
+}
+
+/// Parses the response head at the start of `buf` and splits it off. `Ok(None)`: not all of it
+/// is there yet. The field values share the head's bytes; nothing is copied but unknown names.
+pub(crate) fn parse_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<Option<Head>, &'static str> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut fields);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_SIZE => len,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD_SIZE => return Ok(None),
+        Ok(_) => return Err("head too large"),
+        Err(httparse::Error::TooManyHeaders) => return Err("too many header fields"),
+        Err(_) => return Err("unparsable head"),
+    };
+    let status = response
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or("bad status code")?;
+    let version = if response.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let reason = response
+        .reason
+        .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason())
+        .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok());
+    // Where each field's name and value lie in the head: the head is frozen (shared) only once
+    // httparse's borrow of it ends, and the values are then slices of it.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = response.headers.len();
+    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+        let name = field.name.as_ptr() as usize - base;
+        let value = field.value.as_ptr() as usize - base;
+        *span = (
+            name,
+            name + field.name.len(),
+            value,
+            value + field.value.len(),
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut lengths = Lengths::default();
+    for &(n0, n1, v0, v1) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| "bad field name")?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| "bad field value")?;
+        lengths.note(&name, &value)?;
+        headers.append(name, value);
+    }
+    if lengths.chunked.is_some() && lengths.content_length.is_some() {
+        // The length is wrong or a smuggling attempt; a proxy must not pass it on (RFC 9112 §6.3).
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    if let Some(reason) = reason {
+        parts.extensions.insert(reason);
+    }
+    let framing = lengths.framing(status, head_request);
+    let keep_alive = lengths.keep_alive(version) && framing != Framing::UntilClose;
+    Ok(Some(Head {
+        parts,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// What the framing fields say, gathered as the fields are read.
+#[derive(Default)]
+struct Lengths {
+    content_length: Option<u64>,
+    /// `Some(true)` when `chunked` is the final transfer coding.
+    chunked: Option<bool>,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Lengths {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), &'static str> {
+        if name == header::CONTENT_LENGTH {
+            // `Content-Length: 5, 5` or repeated fields are one length; different ones are an
+            // attempt at smuggling or a broken origin.
+            for item in value.as_bytes().split(|&b| b == b',') {
+                let len = parse_length(item.trim_ascii()).ok_or("bad Content-Length")?;
+                if self.content_length.is_some_and(|known| known != len) {
+                    return Err("conflicting Content-Length");
+                }
+                self.content_length = Some(len);
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            let last = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .unwrap_or_default();
+            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        Ok(())
+    }
+
+    fn framing(&self, status: StatusCode, head_request: bool) -> Framing {
+        if head_request
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Framing::Empty;
+        }
+        match (self.chunked, self.content_length) {
+            (Some(true), _) => Framing::Chunked,
+            // Another final coding: only the end of the connection delimits the body.
+            (Some(false), _) => Framing::UntilClose,
+            (None, Some(len)) => Framing::Length(len),
+            (None, None) => Framing::UntilClose,
+        }
+    }
+
+    fn keep_alive(&self, version: Version) -> bool {
+        // Both framings at once: the length is ignored, and the connection must not carry on
+        // (RFC 9112 §6.3, item 3).
+        let ambiguous = self.chunked.is_some() && self.content_length.is_some();
+        let persistent = match version {
+            Version::HTTP_10 => self.keep_alive,
+            _ => true,
+        };
+        persistent && !self.close && !ambiguous
+    }
+}
+
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &d| {
+        d.is_ascii_digit().then(|| acc * 10 + u64::from(d - b'0'))
+    })
+}
+
+/// The bytes of a trailer section (after the last chunk) as a map. `Ok(None)`: incomplete.
+pub(crate) fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, &'static str> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let (len, count) = match httparse::parse_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete((len, parsed))) => (len, parsed.len()),
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_SIZE => {
+            return Err("trailers too large")
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err("unparsable trailers"),
+    };
+    let mut trailers = HeaderMap::with_capacity(count);
+    for field in &fields[..count] {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| "bad trailer name")?;
+        let value = HeaderValue::from_bytes(field.value).map_err(|_| "bad trailer value")?;
+        trailers.append(name, value);
+    }
+    let _ = buf.split_to(len);
+    Ok(Some(trailers))
+}
+
+/// Splits `n` bytes off the front of `buf` without copying.
+pub(crate) fn take(buf: &mut BytesMut, n: usize) -> Bytes {
+    buf.split_to(n).freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, head_request: bool) -> Result<Option<Head>, &'static str> {
+        parse_head(&mut BytesMut::from(text), head_request)
+    }
+
+    fn framing(text: &str) -> (Framing, bool) {
+        let head = parse(text, false).expect("valid").expect("complete");
+        (head.framing, head.keep_alive)
+    }
+
+    #[test]
+    fn a_head_is_split_off_and_its_fields_kept_in_order() {
+        let mut buf =
+            BytesMut::from("HTTP/1.1 200 OK\r\nx-a: 1\r\nX-A: 2\r\ncontent-length: 2\r\n\r\nok");
+        let head = parse_head(&mut buf, false)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(&buf[..], b"ok");
+        assert_eq!(head.parts.status, StatusCode::OK);
+        let values: Vec<_> = head.parts.headers.get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert!(head
+            .parts
+            .extensions
+            .get::<hyper::ext::ReasonPhrase>()
+            .is_none());
+    }
+
+    #[test]
+    fn an_incomplete_head_waits_and_a_custom_reason_is_kept() {
+        assert!(parse("HTTP/1.1 200 OK\r\ncontent-le", false)
+            .expect("valid")
+            .is_none());
+        let head = parse("HTTP/1.1 404 Nope\r\n\r\n", false)
+            .expect("valid")
+            .expect("complete");
+        let reason = head
+            .parts
+            .extensions
+            .get::<hyper::ext::ReasonPhrase>()
+            .expect("reason");
+        assert_eq!(reason.as_bytes(), b"Nope");
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"),
+            (Framing::Length(5), true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"),
+            (Framing::Length(5), true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n"),
+            (Framing::Chunked, true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n"),
+            (Framing::UntilClose, false)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\n\r\n"),
+            (Framing::UntilClose, false)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n"),
+            (Framing::Empty, true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 304 Not Modified\r\n\r\n"),
+            (Framing::Empty, true)
+        );
+        // Chunked wins over a length, which is dropped, and the connection is not reused after it.
+        let both = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n";
+        assert_eq!(framing(both), (Framing::Chunked, false));
+        let head = parse(both, false).expect("valid").expect("complete");
+        assert!(!head.parts.headers.contains_key(header::CONTENT_LENGTH));
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"),
+            (Framing::Length(0), false)
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            (Framing::Length(0), false)
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n"),
+            (Framing::Length(0), true)
+        );
+        let head = parse("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(head.framing, Framing::Empty);
+    }
+
+    #[test]
+    fn bad_heads_are_refused() {
+        for bad in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 abc OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nbad name: x\r\n\r\n",
+            "SSH-2.0-OpenSSH\r\n\r\n",
+        ] {
+            assert!(parse(bad, false).is_err(), "{bad:?} is refused");
+        }
+        let huge = format!("HTTP/1.1 200 OK\r\nx: {}", "a".repeat(MAX_HEAD_SIZE));
+        assert_eq!(parse(&huge, false).err(), Some("head too large"));
+        assert_eq!(
+            parse(&format!("{huge}\r\n\r\n"), false).err(),
+            Some("head too large")
+        );
+    }
+
+    #[test]
+    fn trailers_are_parsed_and_split_off() {
+        let mut buf = BytesMut::from("x-sum: 1\r\n\r\nrest");
+        let trailers = parse_trailers(&mut buf).expect("valid").expect("complete");
+        assert_eq!(trailers["x-sum"], "1");
+        assert_eq!(&buf[..], b"rest");
+        let mut empty = BytesMut::from("\r\n");
+        assert!(parse_trailers(&mut empty)
+            .expect("valid")
+            .expect("complete")
+            .is_empty());
+    }
+}
