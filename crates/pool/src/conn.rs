@@ -9,6 +9,8 @@ use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use crate::response::Span;
+
 /// Room made before a read when less than [`MIN_ROOM`] is left: enough for a typical response
 /// head and a small body in one read.
 pub(crate) const READ_SIZE: usize = 8 * 1024;
@@ -27,6 +29,8 @@ pub(crate) struct Connection {
     pub(crate) read: BytesMut,
     /// The request head being written; its capacity is kept from request to request.
     pub(crate) write: Vec<u8>,
+    /// Scratch space for parsing response heads, kept likewise.
+    pub(crate) spans: Vec<Span>,
 }
 
 impl Connection {
@@ -35,6 +39,7 @@ impl Connection {
             stream,
             read: BytesMut::new(),
             write: Vec::new(),
+            spans: Vec::new(),
         }
     }
 

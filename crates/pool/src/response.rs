@@ -1,12 +1,16 @@
 //! Reading a response head from an origin (httparse does the parsing) and deciding how its body
 //! is framed (RFC 9112 §6.3).
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
 
 /// Fields in a response head at most (hyper's limit too).
 const MAX_HEADERS: usize = 100;
+/// Trailer fields at most (trailers are rare, and few).
+const MAX_TRAILERS: usize = 32;
 /// A response head larger than this is refused (nginx's `proxy_buffer_size` is 4–8 KiB).
 pub(crate) const MAX_HEAD_SIZE: usize = 64 * 1024;
 
@@ -29,15 +33,27 @@ pub(crate) struct Head {
     pub(crate) keep_alive: bool,
 }
 
+/// Where a field's name and value lie in a head: `[name start, name end, value start, value
+/// end]`.
+pub(crate) type Span = [usize; 4];
+
 /// Parses the response head at the start of `buf` and splits it off. `Ok(None)`: not all of it
 /// is there yet. The field values share the head's bytes; nothing is copied but unknown names.
+/// `spans` is scratch space, kept by the connection so that no response pays to set it up.
 pub(crate) fn parse_head(
     buf: &mut BytesMut,
+    spans: &mut Vec<Span>,
     head_request: bool,
 ) -> Result<Option<Head>, &'static str> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let len = match response.parse(buf) {
+    // Uninitialised: httparse fills what it uses. (Zeroing 100 fields cost more than parsing.)
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_SIZE => len,
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD_SIZE => return Ok(None),
         Ok(_) => return Err("head too large"),
@@ -60,22 +76,21 @@ pub(crate) fn parse_head(
     // Where each field's name and value lie in the head: the head is frozen (shared) only once
     // httparse's borrow of it ends, and the values are then slices of it.
     let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let count = response.headers.len();
-    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+    spans.clear();
+    spans.extend(response.headers.iter().map(|field| {
         let name = field.name.as_ptr() as usize - base;
         let value = field.value.as_ptr() as usize - base;
-        *span = (
+        [
             name,
             name + field.name.len(),
             value,
             value + field.value.len(),
-        );
-    }
+        ]
+    }));
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut headers = HeaderMap::with_capacity(spans.len());
     let mut lengths = Lengths::default();
-    for &(n0, n1, v0, v1) in &spans[..count] {
+    for &[n0, n1, v0, v1] in spans.iter() {
         let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| "bad field name")?;
         let value =
             HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| "bad field value")?;
@@ -181,7 +196,7 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
 
 /// The bytes of a trailer section (after the last chunk) as a map. `Ok(None)`: incomplete.
 pub(crate) fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, &'static str> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILERS];
     let (len, count) = match httparse::parse_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete((len, parsed))) => (len, parsed.len()),
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_SIZE => {
@@ -210,7 +225,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str, head_request: bool) -> Result<Option<Head>, &'static str> {
-        parse_head(&mut BytesMut::from(text), head_request)
+        parse_head(&mut BytesMut::from(text), &mut Vec::new(), head_request)
     }
 
     fn framing(text: &str) -> (Framing, bool) {
@@ -222,7 +237,7 @@ mod tests {
     fn a_head_is_split_off_and_its_fields_kept_in_order() {
         let mut buf =
             BytesMut::from("HTTP/1.1 200 OK\r\nx-a: 1\r\nX-A: 2\r\ncontent-length: 2\r\n\r\nok");
-        let head = parse_head(&mut buf, false)
+        let head = parse_head(&mut buf, &mut Vec::new(), false)
             .expect("valid")
             .expect("complete");
         assert_eq!(&buf[..], b"ok");
