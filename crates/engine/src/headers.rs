@@ -217,23 +217,97 @@ pub struct Forwarded<'a> {
     /// The client's address, formatted once per connection ([`forwarded_for`]).
     pub client_ip: &'a HeaderValue,
     pub proto: &'static str,
-    pub host: Option<&'a HeaderValue>,
+    /// The `Host` an absolute-form target names (every HTTP/2 request's `:authority`), which
+    /// replaces the client's `Host` field.
+    pub target_host: Option<HeaderValue>,
     pub request_id: HeaderValue,
+    /// The client's HTTP version, for `Via`.
+    pub version: Version,
 }
 
-/// Adds the forwarding fields. The caller makes room for them first (`proxy::Outgoing::new`
-/// sizes the map once for everything it adds).
-pub fn add_forwarded(headers: &mut HeaderMap, f: Forwarded<'_>) {
-    if headers.contains_key(&X_FORWARDED_FOR) {
-        append_to_list(headers, X_FORWARDED_FOR, f.client_ip.as_bytes());
-    } else {
-        headers.insert(X_FORWARDED_FOR, f.client_ip.clone());
+/// The fields [`AddedFields`] may add, in the order they are written.
+static ADDED: [HeaderName; 6] = [
+    header::HOST,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_REQUEST_ID,
+    header::VIA,
+];
+const HOST: usize = 0;
+const FOR: usize = 1;
+const VIA: usize = 5;
+
+/// The fields the proxy adds to a request for the origin: `Host` from an absolute-form target,
+/// `X-Forwarded-For/-Proto/-Host`, `X-Request-Id`, `Via`. Those the client sent too are replaced
+/// in its map (or, for the lists, appended to); the others are kept here and written by the
+/// upstream client with the head. Inserting them would hash each and grow the client's map, which
+/// hyper sizes to what it parsed: that cost more than all the rest of building the request.
+#[derive(Debug)]
+pub struct AddedFields {
+    values: [Option<HeaderValue>; 6],
+    /// The request has a `Host`, in the map or here.
+    has_host: bool,
+}
+
+impl AddedFields {
+    pub fn new(headers: &mut HeaderMap, f: Forwarded<'_>) -> Self {
+        // One pass over the client's fields tells which of the six it sent, and its `Host`.
+        let mut present = [false; 6];
+        let mut client_host = None;
+        for (name, value) in headers.iter() {
+            if let Some(i) = ADDED.iter().position(|n| n == name) {
+                if i == HOST && !present[HOST] {
+                    client_host = Some(value);
+                }
+                present[i] = true;
+            }
+        }
+        let forwarded_host = f.target_host.clone().or_else(|| client_host.cloned());
+        let has_host = forwarded_host.is_some();
+        let via = if f.version == Version::HTTP_10 {
+            &VIA_10
+        } else {
+            &VIA_11
+        };
+        // `Host` only when the target names one: it then replaces the client's.
+        let mut values = [
+            f.target_host,
+            Some(f.client_ip.clone()),
+            Some(HeaderValue::from_static(f.proto)),
+            forwarded_host,
+            Some(f.request_id),
+            Some(via.clone()),
+        ];
+        for (i, sent) in present.into_iter().enumerate() {
+            if !sent {
+                continue;
+            }
+            let Some(value) = values[i].take() else {
+                continue;
+            };
+            match i {
+                FOR | VIA => append_to_list(headers, ADDED[i].clone(), value.as_bytes()),
+                _ => {
+                    headers.insert(ADDED[i].clone(), value);
+                }
+            }
+        }
+        Self { values, has_host }
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
-    if let Some(host) = f.host {
-        headers.insert(X_FORWARDED_HOST, host.clone());
+
+    /// Whether the request has a `Host` (an HTTP/1.0 client may send none).
+    pub fn has_host(&self) -> bool {
+        self.has_host
     }
-    headers.insert(X_REQUEST_ID, f.request_id);
+
+    /// The fields to write besides the map's.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        ADDED
+            .iter()
+            .zip(&self.values)
+            .filter_map(|(name, value)| value.as_ref().map(|v| (name, v)))
+    }
 }
 
 /// The two lower-case hex digits of every byte value.
@@ -371,40 +445,83 @@ mod tests {
         assert_eq!(plain, before);
     }
 
+    fn forwarded(target_host: Option<&'static str>) -> Forwarded<'static> {
+        static CLIENT: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
+        Forwarded {
+            client_ip: CLIENT.get_or_init(|| forwarded_for("127.0.0.1".parse().expect("ip"))),
+            proto: "https",
+            target_host: target_host.map(HeaderValue::from_static),
+            request_id: HeaderValue::from_static("abc"),
+            version: Version::HTTP_11,
+        }
+    }
+
+    fn added(fields: &AddedFields) -> Vec<(String, String)> {
+        fields
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().expect("text").to_owned()))
+            .collect()
+    }
+
     #[test]
-    fn forwarded_headers_append() {
+    fn fields_the_client_did_not_send_are_added_beside_its_map() {
         let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("example.com"));
+        let before = h.clone();
+        let fields = AddedFields::new(&mut h, forwarded(None));
+        assert_eq!(h, before, "the client's map is left alone");
+        assert!(fields.has_host());
+        let expected = [
+            ("x-forwarded-for", "127.0.0.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "example.com"),
+            ("x-request-id", "abc"),
+            ("via", "1.1 gatehouse"),
+        ];
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(added(&fields), expected);
+
+        // An HTTP/2 request: the target's host is added, first; an HTTP/1.0 one may have none.
+        let fields = AddedFields::new(&mut HeaderMap::new(), forwarded(Some("h2.example")));
+        assert_eq!(
+            added(&fields)[0],
+            ("host".to_owned(), "h2.example".to_owned())
+        );
+        let mut bare = forwarded(None);
+        bare.version = Version::HTTP_10;
+        let fields = AddedFields::new(&mut HeaderMap::new(), bare);
+        assert!(!fields.has_host());
+        assert!(added(&fields).contains(&("via".to_owned(), "1.0 gatehouse".to_owned())));
+    }
+
+    #[test]
+    fn fields_the_client_sent_are_replaced_or_appended_to_in_its_map() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("client.example"));
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
-        let host = HeaderValue::from_static("example.com");
-        add_forwarded(
-            &mut h,
-            Forwarded {
-                client_ip: &forwarded_for("127.0.0.1".parse().expect("ip")),
-                proto: "http",
-                host: Some(&host),
-                request_id: HeaderValue::from_static("abc"),
-            },
+        h.insert("x-forwarded-proto", HeaderValue::from_static("spoofed"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("spoofed"));
+        h.insert("x-request-id", HeaderValue::from_static("client-id"));
+        h.insert("via", HeaderValue::from_static("1.1 edge"));
+        let fields = AddedFields::new(&mut h, forwarded(Some("target.example")));
+        assert_eq!(
+            added(&fields),
+            [] as [(String, String); 0],
+            "nothing is written twice"
         );
+        assert_eq!(h["host"], "target.example");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
-        let mut first = HeaderMap::new();
-        let v6 = forwarded_for("2001:db8::1".parse().expect("ip"));
-        add_forwarded(
-            &mut first,
-            Forwarded {
-                client_ip: &v6,
-                proto: "https",
-                host: None,
-                request_id: HeaderValue::from_static("abc"),
-            },
-        );
-        assert_eq!(first["x-forwarded-for"], "2001:db8::1");
-        assert!(!first.contains_key("x-forwarded-host"));
-        assert_eq!(h["x-forwarded-host"], "example.com");
-        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "target.example");
+        assert_eq!(h["x-request-id"], "abc");
+        assert_eq!(h["via"], "1.1 edge, 1.1 gatehouse");
         add_via(&mut h, Version::HTTP_11);
-        add_via(&mut h, Version::HTTP_11);
-        assert_eq!(h["via"], "1.1 gatehouse, 1.1 gatehouse");
+        assert_eq!(h["via"], "1.1 edge, 1.1 gatehouse, 1.1 gatehouse");
     }
 
     #[test]

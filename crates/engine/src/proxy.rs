@@ -32,7 +32,7 @@ use crate::conn::ConnActivity;
 use crate::deadline::Deadlines;
 use crate::engine::Shared;
 use crate::error::{ProxyError, Side};
-use crate::headers::{self, Forwarded};
+use crate::headers::{self, AddedFields, Forwarded};
 use crate::listener::ListenerRuntime;
 use crate::response::{Exchange, PendingAccess, ResponseBody, UpgradeRequest};
 use crate::routes::normalize_host;
@@ -626,6 +626,8 @@ fn body_error(e: &RequestBodyError) -> ProxyError {
 /// the copy of every request that a retry would otherwise need).
 pub(crate) struct Outgoing {
     head: http::request::Parts,
+    /// Written with the head's fields, not inserted among them.
+    added: AddedFields,
     body: UpstreamBody,
     /// Some of a streaming body went out: the request cannot be sent again.
     spent: bool,
@@ -642,40 +644,31 @@ impl Outgoing {
         request_id: HeaderValue,
         upgrade: Option<&HeaderValue>,
     ) -> Self {
-        let client_version = parts.version;
         let reuse = ctx.reuse();
-        let absolute_host = parts
-            .uri
-            .authority()
-            .and_then(|a| reuse.host_for(a.as_str()));
         let h = &mut parts.headers;
         headers::strip_hop_by_hop(h);
         // `Expect: 100-continue` was answered by the proxy when it started reading the body.
         h.remove(header::EXPECT);
-        // Room for `Host`, the forwarding fields and `Via` at once: a map that grows rebuilds its
-        // index, and HTTP/2 requests (decoded by h2 into a small map) would otherwise do it twice.
-        h.reserve(6);
-        // An absolute-form target (every HTTP/2 request) names the host the origin must see.
-        let host = match absolute_host {
-            Some(host) => {
-                h.insert(header::HOST, host.clone());
-                Some(host)
-            }
-            None => h.get(header::HOST).cloned(),
-        };
-        let needs_host = host.is_none();
-        headers::add_forwarded(
+        let added = AddedFields::new(
             h,
             Forwarded {
                 client_ip: &reuse.forwarded_for,
                 proto: ctx.scheme,
-                host: host.as_ref(),
+                // An absolute-form target (every HTTP/2 request) names the host the origin
+                // must see.
+                target_host: parts
+                    .uri
+                    .authority()
+                    .and_then(|a| reuse.host_for(a.as_str())),
                 request_id,
+                version: parts.version,
             },
         );
-        headers::add_via(h, client_version);
+        let needs_host = !added.has_host();
+        // A body held whole gets its exact length: the client's when it sent one (kept as it
+        // came, here made exact), or one the upstream client adds.
         if let Some(len) = body.known_length() {
-            if len > 0 || h.contains_key(header::CONTENT_LENGTH) {
+            if h.contains_key(header::CONTENT_LENGTH) {
                 h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             }
         }
@@ -695,6 +688,7 @@ impl Outgoing {
         parts.version = Version::HTTP_11;
         Self {
             head: parts,
+            added,
             body,
             spent: false,
             needs_host,
@@ -708,7 +702,7 @@ impl Outgoing {
             UpstreamBody::Full(Some(data)) => Payload::Full(data),
             streaming => Payload::Stream(streaming),
         };
-        let sent = conn.send(&self.head, payload).await;
+        let sent = conn.send(&self.head, self.added.iter(), payload).await;
         if let Err(e) = &sent {
             self.spent |= e.progress() != Progress::Unsent;
         }

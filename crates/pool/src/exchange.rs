@@ -6,7 +6,8 @@
 //! allocations and ~2,000 instructions per request that this does without.
 
 use bytes::Bytes;
-use http::{header, Method, Response, StatusCode};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
 use http_body::Body;
 
 use crate::body::OriginBody;
@@ -16,9 +17,10 @@ use crate::pool::PooledConn;
 use crate::request::{write_request, Payload};
 use crate::response::{parse_head, take, Framing, Head};
 
-pub(crate) async fn send<B>(
+pub(crate) async fn send<'a, B>(
     mut pooled: PooledConn,
     head: &http::request::Parts,
+    extra: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     payload: Payload<'_, B>,
 ) -> Result<Response<OriginBody>, SendError>
 where
@@ -33,7 +35,7 @@ where
     let mut progress = Progress::Unsent;
     // Whether the whole request went out: if not, the connection cannot carry another.
     let mut complete = true;
-    if let Err(e) = write_request(conn, head, payload, &mut progress).await {
+    if let Err(e) = write_request(conn, head, extra, payload, &mut progress).await {
         if !e.is_unanswered_close() {
             return Err(e);
         }
@@ -121,7 +123,6 @@ mod tests {
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
-    use http::HeaderValue;
     use http_body::Frame;
     use http_body_util::{BodyExt, Empty};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -192,7 +193,7 @@ mod tests {
             .0;
         let conn = pool.checkout().await.expect("checkout");
         let response = conn
-            .send(&head, Payload::Stream(&mut body))
+            .send(&head, [], Payload::Stream(&mut body))
             .await
             .expect("response");
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
@@ -222,7 +223,7 @@ mod tests {
             .insert(header::UPGRADE, HeaderValue::from_static("x"));
         let conn = pool.checkout().await.expect("checkout");
         let response = conn
-            .send(&head, Payload::<Empty<Bytes>>::Empty)
+            .send(&head, [], Payload::<Empty<Bytes>>::Empty)
             .await
             .expect("response");
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
@@ -248,7 +249,7 @@ mod tests {
             .0;
         let conn = pool.checkout().await.expect("checkout");
         let response = conn
-            .send(&head, Payload::<Empty<Bytes>>::Empty)
+            .send(&head, [], Payload::<Empty<Bytes>>::Empty)
             .await
             .expect("response");
         let mut body = response.into_body();

@@ -325,18 +325,19 @@ impl PooledConn {
     /// which goes back to the pool when the body has been read to its end (at once, when the
     /// whole body came with the head), and closes if the body is dropped before then.
     ///
-    /// `head` is sent as it is (origin-form target, the fields as given) with `HTTP/1.1`; the
-    /// caller sets `Content-Length` for a body held whole.
-    pub async fn send<B>(
+    /// `head` is sent as it is (origin-form target, the fields as given) with `HTTP/1.1`, after
+    /// the `extra` fields (what a proxy adds, kept out of the head's map).
+    pub async fn send<'a, B>(
         self,
         head: &http::request::Parts,
+        extra: impl IntoIterator<Item = (&'a http::HeaderName, &'a http::HeaderValue)>,
         payload: Payload<'_, B>,
     ) -> Result<Response<OriginBody>, SendError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: Into<crate::error::BoxError>,
     {
-        crate::exchange::send(self, head, payload).await
+        crate::exchange::send(self, head, extra, payload).await
     }
 
     pub(crate) fn connection(&mut self) -> Option<&mut Connection> {
@@ -409,7 +410,7 @@ mod tests {
     }
 
     async fn send(conn: PooledConn) -> Response<OriginBody> {
-        conn.send(&get(), Payload::<Empty<Bytes>>::Empty)
+        conn.send(&get(), [], Payload::<Empty<Bytes>>::Empty)
             .await
             .expect("response")
     }

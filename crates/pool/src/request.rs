@@ -6,7 +6,7 @@ use std::io::{IoSlice, Write as _};
 use std::pin::Pin;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body::Body;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -17,17 +17,20 @@ use crate::error::{BoxError, Progress, SendError};
 /// The request body as the exchange sends it.
 pub enum Payload<'a, B> {
     Empty,
-    /// Held whole (the caller set its `Content-Length`); it can be sent again.
+    /// Held whole; it can be sent again. Sent with the head's `Content-Length`, or one the
+    /// client adds when the head has none.
     Full(&'a Bytes),
     /// Streams from the client: as it comes when the head has a `Content-Length`, otherwise
     /// chunked. Once polled it cannot be sent again.
     Stream(&'a mut B),
 }
 
-/// Writes the request. `progress` becomes [`Progress::Sent`] with the first byte written.
-pub(crate) async fn write_request<B>(
+/// Writes the request: `extra` fields first, then the head's. `progress` becomes
+/// [`Progress::Sent`] with the first byte written.
+pub(crate) async fn write_request<'a, B>(
     conn: &mut Connection,
     head: &http::request::Parts,
+    extra: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     payload: Payload<'_, B>,
     progress: &mut Progress,
 ) -> Result<(), SendError>
@@ -36,10 +39,14 @@ where
     B::Error: Into<BoxError>,
 {
     let declared = declared_length(&head.headers);
-    let chunked = matches!(payload, Payload::Stream(_)) && declared.is_none();
+    let framing = match &payload {
+        Payload::Stream(_) if declared.is_none() => Framing::Chunked,
+        Payload::Full(body) if declared.is_none() => Framing::Length(body.len()),
+        _ => Framing::AsIs,
+    };
     let mut out = std::mem::take(&mut conn.write);
     out.clear();
-    encode_head(&mut out, head, chunked);
+    encode_head(&mut out, head, extra, framing);
     // A body held whole goes out with the head, in one `writev`, without being copied.
     let written = match &payload {
         Payload::Full(body) => {
@@ -53,28 +60,47 @@ where
     match payload {
         Payload::Empty | Payload::Full(_) => Ok(()),
         Payload::Stream(body) => {
+            let chunked = framing == Framing::Chunked;
             write_stream(&mut conn.stream, body, chunked, declared, progress).await
         }
     }
 }
 
-/// The request line and the fields, in the map's order; `Transfer-Encoding: chunked` when the
-/// body streams without a length. Names and values cannot hold CR or LF (`http` rejects them),
-/// so nothing a client sent can end the head early.
-fn encode_head(out: &mut Vec<u8>, head: &http::request::Parts, chunked: bool) {
+/// The framing field the client adds to the head's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// The head says it all (or there is no body).
+    AsIs,
+    Length(usize),
+    Chunked,
+}
+
+/// The request line, the `extra` fields, the head's in the map's order, and the framing field.
+/// Names and values cannot hold CR or LF (`http` rejects them), so nothing a client sent can end
+/// the head early.
+fn encode_head<'a>(
+    out: &mut Vec<u8>,
+    head: &http::request::Parts,
+    extra: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    framing: Framing,
+) {
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &head.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    for (name, value) in extra {
+        write_field(out, name, value);
     }
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    for (name, value) in &head.headers {
+        write_field(out, name, value);
+    }
+    match framing {
+        Framing::AsIs => {}
+        Framing::Length(len) => {
+            let _ = write!(out, "content-length: {len}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -140,15 +166,19 @@ where
     if chunked {
         let mut end = b"0\r\n".to_vec();
         for (name, value) in trailers.iter().flatten() {
-            end.extend_from_slice(name.as_str().as_bytes());
-            end.extend_from_slice(b": ");
-            end.extend_from_slice(value.as_bytes());
-            end.extend_from_slice(b"\r\n");
+            write_field(&mut end, name, value);
         }
         end.extend_from_slice(b"\r\n");
         write_all(stream, &mut [IoSlice::new(&end)], progress).await?;
     }
     Ok(())
+}
+
+fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `{size:x}\r\n` into `buf`; returns its length.
@@ -192,11 +222,25 @@ mod tests {
             .expect("request");
         let (parts, ()) = request.into_parts();
         let mut out = Vec::new();
-        encode_head(&mut out, &parts, true);
+        encode_head(&mut out, &parts, [], Framing::Chunked);
         assert_eq!(
             String::from_utf8_lossy(&out),
             "POST /a/b?c=1 HTTP/1.1\r\nhost: example.com\r\nx-many: 1\r\nx-many: 2\r\n\
              transfer-encoding: chunked\r\n\r\n"
+        );
+        // Added fields come first; a body held whole gets its length when the head has none.
+        let via = HeaderValue::from_static("1.1 gatehouse");
+        out.clear();
+        encode_head(
+            &mut out,
+            &parts,
+            [(&header::VIA, &via)],
+            Framing::Length(12),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "POST /a/b?c=1 HTTP/1.1\r\nvia: 1.1 gatehouse\r\nhost: example.com\r\nx-many: 1\r\n\
+             x-many: 2\r\ncontent-length: 12\r\n\r\n"
         );
     }
 
