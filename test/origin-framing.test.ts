@@ -181,3 +181,41 @@ test('an origin that answers 413 and stops reading an upload: the client gets th
   t.true(r.text.endsWith('too big!'));
   t.is(origin.heads.length, 1);
 });
+
+test('an origin that answers 413 and stops reading, but keeps the connection open: the client gets the 413 at once', async (t) => {
+  const origin = await scriptedOrigin(t, (_head, socket) => {
+    // Neither reads the rest of the upload nor closes: a proxy that sent the whole body before
+    // reading would wait for timeouts.response.
+    socket.pause();
+    socket.write('HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!');
+  });
+  // timeouts.response is 30 s by default.
+  const proxy = await startProxy(proxyConfig([origin.url], { limits: { max_body_size: '64mb' } }));
+  t.teardown(() => proxy.close());
+  const size = 32 * 1024 * 1024;
+  const head = `POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: ${size}\r\n\r\n`;
+  const started = Date.now();
+  const r = await raw(proxy.port, [head, Buffer.alloc(size, 0x61)], { waitMs: 8000 });
+  t.deepEqual(r.statuses, [413]);
+  t.true(r.text.includes('\r\n\r\ntoo big!'));
+  t.true(Date.now() - started < 8000, 'answered well before the response timeout');
+});
+
+test('a malformed chunk-size line ends the body as broken, not as complete, and the connection is not reused', async (t) => {
+  let answered = 0;
+  const origin = await scriptedOrigin(t, (_head, socket) => {
+    answered += 1;
+    // An empty line where the next chunk size should be: lenient parsers read it as the last
+    // chunk and take what follows for the next response.
+    if (answered === 1) socket.write('HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n\r\n5\r\nworld\r\n0\r\n\r\n');
+    else socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+  });
+  const proxy = await proxyTo(t, origin);
+  const r = await raw(proxy.port, 'GET /one HTTP/1.1\r\nhost: x\r\n\r\n', { waitMs: 3000 });
+  t.true(r.closed, 'the client connection was cut');
+  t.false(r.text.includes('\r\n0\r\n\r\n'), 'no terminating chunk: the client knows the body is broken');
+  t.false(r.text.includes('world'));
+  const second = await send(`${proxy.url}/two`);
+  t.is(second.body, 'ok');
+  t.is(origin.connections, 2, 'the broken connection was not reused');
+});

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use crate::conn::{Connection, MAX_READ_SIZE, READ_SIZE};
 use crate::error::BodyError;
 use crate::pool::PooledConn;
-use crate::response::{parse_trailers, take, Framing};
+use crate::response::{parse_chunk_size, parse_trailers, take, Framing};
 
 /// The body of an origin's response.
 pub struct OriginBody {
@@ -246,8 +246,8 @@ fn decode_chunk(
     let buf = &mut conn.read;
     loop {
         match chunk {
-            Chunk::Size => match httparse::parse_chunk_size(buf) {
-                Ok(httparse::Status::Complete((used, size))) => {
+            Chunk::Size => match parse_chunk_size(buf).map_err(BodyError::Malformed)? {
+                Some((used, size)) => {
                     let _ = buf.split_to(used);
                     *chunk = if size == 0 {
                         Chunk::Trailers
@@ -255,11 +255,7 @@ fn decode_chunk(
                         Chunk::Data(size)
                     };
                 }
-                Ok(httparse::Status::Partial) if buf.len() > READ_SIZE => {
-                    return Err(BodyError::Malformed("chunk-size line too long"))
-                }
-                Ok(httparse::Status::Partial) => return Ok(None),
-                Err(_) => return Err(BodyError::Malformed("bad chunk size")),
+                None => return Ok(None),
             },
             Chunk::Data(left) => {
                 if buf.is_empty() {

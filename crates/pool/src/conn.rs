@@ -92,7 +92,9 @@ impl Connection {
     }
 }
 
-fn make_room(buf: &mut BytesMut, want: usize) {
+/// Room for about `want` more bytes when less than [`MIN_ROOM`] is left (a read into a full
+/// `BytesMut` would return 0, which reads as the end of the stream).
+pub(crate) fn make_room(buf: &mut BytesMut, want: usize) {
     if buf.capacity() - buf.len() < MIN_ROOM {
         buf.reserve(want.clamp(READ_SIZE, MAX_READ_SIZE));
     }

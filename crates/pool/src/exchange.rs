@@ -11,11 +11,12 @@ use http::{Method, Response, StatusCode};
 use http_body::Body;
 
 use crate::body::OriginBody;
-use crate::conn::{Connection, READ_SIZE};
+use crate::conn::{make_room, Connection, READ_SIZE};
 use crate::error::{BoxError, Progress, SendError};
 use crate::pool::PooledConn;
-use crate::request::{write_request, Payload};
-use crate::response::{parse_head, take, Framing, Head};
+use crate::request::{write_head, Payload, Streaming};
+use crate::response::{has_final_head, parse_head, take, Framing, Head, MAX_HEAD_SIZE};
+use tokio::io::AsyncReadExt;
 
 pub(crate) async fn send<'a, B>(
     mut pooled: PooledConn,
@@ -33,19 +34,25 @@ where
         return Err(SendError::closed(Progress::Unsent));
     };
     let mut progress = Progress::Unsent;
+    let written = match write_head(conn, head, extra, payload, &mut progress).await {
+        Ok(Some(body)) => send_body(conn, body, &mut progress).await,
+        Ok(None) => Ok(true),
+        Err(e) => Err(e),
+    };
     // Whether the whole request went out: if not, the connection cannot carry another.
-    let mut complete = true;
-    if let Err(e) = write_request(conn, head, extra, payload, &mut progress).await {
-        if !e.is_unanswered_close() {
-            return Err(e);
+    let complete = match written {
+        Ok(complete) => complete,
+        Err(e) if e.is_unanswered_close() => {
+            // The origin may have answered before it stopped reading and closed (a 413, say):
+            // if its answer came, that is what the client gets.
+            if conn.read.is_empty() && !matches!(conn.read_more(READ_SIZE).await, Ok(1..)) {
+                return Err(e);
+            }
+            false
         }
-        // An origin may answer before it has read the whole request (a 413, say) and then stop
-        // reading: if its answer came, that is what the client gets.
-        complete = false;
-        if conn.read.is_empty() && !matches!(conn.read_more(READ_SIZE).await, Ok(1..)) {
-            return Err(e);
-        }
-    }
+        Err(e) => return Err(e),
+    };
+    let mut interim = 0;
     let response = loop {
         let head = read_head(conn, head_request, &mut progress).await?;
         let status = head.parts.status;
@@ -64,6 +71,10 @@ where
         // `100 Continue`, `103 Early Hints`: the final response follows.
         if !status.is_informational() {
             break head;
+        }
+        interim += 1;
+        if interim > MAX_INTERIM {
+            return Err(SendError::malformed("too many interim responses", progress));
         }
     };
     let Head {
@@ -91,6 +102,43 @@ where
         None => OriginBody::reading(pooled, framing, keep_alive),
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// Interim (1xx) responses passed over at most, before the final one.
+const MAX_INTERIM: usize = 16;
+
+/// Sends a streaming body while watching for the origin's answer. An origin may answer before it
+/// has read the whole request (a 413 to an upload, an early error, or a response it streams while
+/// it reads) and stop reading: sending the body before reading anything would then stall both
+/// sides until the response timeout. Returns whether the whole body went out: `false` when the
+/// origin's final answer (or its end) came first.
+async fn send_body<B>(
+    conn: &mut Connection,
+    body: Streaming<'_, B>,
+    progress: &mut Progress,
+) -> Result<bool, SendError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let Connection { stream, read, .. } = conn;
+    let (mut reader, mut writer) = stream.split();
+    let writing = body.write(&mut writer, progress);
+    tokio::pin!(writing);
+    loop {
+        make_room(read, READ_SIZE);
+        tokio::select! {
+            biased;
+            done = &mut writing => return done.map(|()| true),
+            got = reader.read_buf(read) => match got {
+                // What the origin said before it closed or failed, if anything, is read next.
+                Ok(0) | Err(_) => return Ok(false),
+                Ok(_) if read.len() > MAX_HEAD_SIZE || has_final_head(read) => return Ok(false),
+                // Nothing final yet (a `100 Continue`, part of a head): keep sending.
+                Ok(_) => {}
+            },
+        }
+    }
 }
 
 /// Reads until a response head is complete and parses it.

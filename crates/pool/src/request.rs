@@ -8,11 +8,11 @@ use std::pin::Pin;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body::Body;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::conn::Connection;
 use crate::error::{BoxError, Progress, SendError};
+use crate::response::is_forbidden_trailer;
 
 /// The request body as the exchange sends it.
 pub enum Payload<'a, B> {
@@ -25,15 +25,24 @@ pub enum Payload<'a, B> {
     Stream(&'a mut B),
 }
 
-/// Writes the request: `extra` fields first, then the head's. `progress` becomes
+/// A streaming body still to be sent after the head, and how it is framed.
+pub(crate) struct Streaming<'p, B> {
+    body: &'p mut B,
+    chunked: bool,
+    /// The head's `Content-Length`, which the body must match.
+    declared: Option<u64>,
+}
+
+/// Writes the request head, with the body when it is held whole: `extra` fields first, then the
+/// head's. A streaming body comes back, to be sent by [`Streaming::write`]. `progress` becomes
 /// [`Progress::Sent`] with the first byte written.
-pub(crate) async fn write_request<'a, B>(
+pub(crate) async fn write_head<'a, 'p, B>(
     conn: &mut Connection,
     head: &http::request::Parts,
     extra: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
-    payload: Payload<'_, B>,
+    payload: Payload<'p, B>,
     progress: &mut Progress,
-) -> Result<(), SendError>
+) -> Result<Option<Streaming<'p, B>>, SendError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
@@ -57,13 +66,14 @@ where
     };
     conn.write = out;
     written?;
-    match payload {
-        Payload::Empty | Payload::Full(_) => Ok(()),
-        Payload::Stream(body) => {
-            let chunked = framing == Framing::Chunked;
-            write_stream(&mut conn.stream, body, chunked, declared, progress).await
-        }
-    }
+    Ok(match payload {
+        Payload::Empty | Payload::Full(_) => None,
+        Payload::Stream(body) => Some(Streaming {
+            body,
+            chunked: framing == Framing::Chunked,
+            declared,
+        }),
+    })
 }
 
 /// The framing field the client adds to the head's.
@@ -112,8 +122,28 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-async fn write_stream<B>(
-    stream: &mut TcpStream,
+impl<B> Streaming<'_, B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// Sends the body, frame by frame as the client's body yields them.
+    pub(crate) async fn write<W: AsyncWrite + Unpin>(
+        self,
+        stream: &mut W,
+        progress: &mut Progress,
+    ) -> Result<(), SendError> {
+        let Streaming {
+            body,
+            chunked,
+            declared,
+        } = self;
+        write_stream(stream, body, chunked, declared, progress).await
+    }
+}
+
+async fn write_stream<B, W>(
+    stream: &mut W,
     body: &mut B,
     chunked: bool,
     declared: Option<u64>,
@@ -122,6 +152,7 @@ async fn write_stream<B>(
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
+    W: AsyncWrite + Unpin,
 {
     let mut sent = 0u64;
     let mut trailers = None;
@@ -165,7 +196,9 @@ where
     }
     if chunked {
         let mut end = b"0\r\n".to_vec();
-        for (name, value) in trailers.iter().flatten() {
+        // Fields that frame, route or manage a connection are no trailers (RFC 9110 §6.5.1).
+        let trailers = trailers.iter().flatten();
+        for (name, value) in trailers.filter(|(name, _)| !is_forbidden_trailer(name)) {
             write_field(&mut end, name, value);
         }
         end.extend_from_slice(b"\r\n");
@@ -190,8 +223,8 @@ fn chunk_size_line(buf: &mut [u8; 18], size: usize) -> usize {
 }
 
 /// Writes every slice, with as few system calls as the socket allows.
-async fn write_all(
-    stream: &mut TcpStream,
+async fn write_all<W: AsyncWrite + Unpin>(
+    stream: &mut W,
     mut parts: &mut [IoSlice<'_>],
     progress: &mut Progress,
 ) -> Result<(), SendError> {

@@ -175,8 +175,10 @@ impl Lengths {
 
     fn keep_alive(&self, version: Version) -> bool {
         // Both framings at once: the length is ignored, and the connection must not carry on
-        // (RFC 9112 §6.3, item 3).
-        let ambiguous = self.chunked.is_some() && self.content_length.is_some();
+        // (RFC 9112 §6.3, item 3). Nor may it after a transfer coding in an HTTP/1.0 message
+        // (§6.1).
+        let ambiguous = self.chunked.is_some()
+            && (self.content_length.is_some() || version == Version::HTTP_10);
         let persistent = match version {
             Version::HTTP_10 => self.keep_alive,
             _ => true,
@@ -208,11 +210,100 @@ pub(crate) fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, &'
     let mut trailers = HeaderMap::with_capacity(count);
     for field in &fields[..count] {
         let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| "bad trailer name")?;
+        if is_forbidden_trailer(&name) {
+            continue;
+        }
         let value = HeaderValue::from_bytes(field.value).map_err(|_| "bad trailer value")?;
         trailers.append(name, value);
     }
     let _ = buf.split_to(len);
     Ok(Some(trailers))
+}
+
+/// Fields that frame a message, route it or manage the connection, which a trailer section must
+/// not carry (RFC 9110 §6.5.1) and HTTP/2 refuses: dropped from trailers in both directions.
+pub(crate) fn is_forbidden_trailer(name: &HeaderName) -> bool {
+    [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::HOST,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Whether `buf` starts with a complete final response head, after any interim ones (or with
+/// something that is no head at all): asked while a request body is still going out, to stop
+/// sending when the origin has already answered. Nothing is consumed.
+pub(crate) fn has_final_head(buf: &[u8]) -> bool {
+    let mut rest = buf;
+    loop {
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            rest,
+            &mut fields,
+        );
+        match parsed {
+            Ok(httparse::Status::Complete(len)) => match response.code {
+                Some(100 | 102..=199) => rest = &rest[len..],
+                _ => return true,
+            },
+            Ok(httparse::Status::Partial) => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// The longest chunk-size line (digits and extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// Parses a chunk-size line (RFC 9112 §7.1): hex digits, optional extensions, CRLF. Returns the
+/// line's length and the size; `Ok(None)`: incomplete. Stricter than httparse's parser, which
+/// reads an empty line as size 0 (the last chunk) and lets anything through in extensions: a
+/// body must not end early on a malformed line, with its rest taken for the next response.
+pub(crate) fn parse_chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, &'static str> {
+    let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits > 16 {
+        return Err("chunk size too large");
+    }
+    if digits == buf.len() {
+        return Ok(None);
+    }
+    if digits == 0 {
+        return Err("chunk size missing");
+    }
+    let size = buf[..digits].iter().fold(0u64, |size, &d| {
+        let value = char::from(d).to_digit(16).unwrap_or(0);
+        size << 4 | u64::from(value)
+    });
+    // Whitespace, then `;` and the extensions (visible text, whitespace, obs-text), then CRLF.
+    let mut in_extensions = false;
+    for (i, &b) in buf.iter().enumerate().skip(digits) {
+        match b {
+            b'\r' => {
+                return match buf.get(i + 1) {
+                    None => Ok(None),
+                    Some(b'\n') => Ok(Some((i + 2, size))),
+                    Some(_) => Err("bad chunk-size line"),
+                };
+            }
+            b';' => in_extensions = true,
+            b' ' | b'\t' => {}
+            0x21..=0x7e | 0x80..=0xff if in_extensions => {}
+            _ => return Err("bad chunk-size line"),
+        }
+        if i >= MAX_CHUNK_LINE {
+            return Err("chunk-size line too long");
+        }
+    }
+    Ok(None)
 }
 
 /// Splits `n` bytes off the front of `buf` without copying.
@@ -314,6 +405,12 @@ mod tests {
             framing("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n"),
             (Framing::Length(0), true)
         );
+        assert_eq!(
+            framing(
+                "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n"
+            ),
+            (Framing::Chunked, false)
+        );
         let head = parse("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true)
             .expect("valid")
             .expect("complete");
@@ -341,10 +438,59 @@ mod tests {
     }
 
     #[test]
+    fn chunk_size_lines_are_parsed_strictly() {
+        assert_eq!(parse_chunk_size(b"1f\r\nx"), Ok(Some((4, 31))));
+        assert_eq!(parse_chunk_size(b"0\r\n"), Ok(Some((3, 0))));
+        assert_eq!(
+            parse_chunk_size(b"5 ; name=\"v a\";x\r\n"),
+            Ok(Some((18, 5)))
+        );
+        assert_eq!(parse_chunk_size(b"5;ext"), Ok(None));
+        assert_eq!(parse_chunk_size(b"5\r"), Ok(None));
+        assert_eq!(
+            parse_chunk_size(b"ffffffffffffffff\r\n"),
+            Ok(Some((18, u64::MAX)))
+        );
+        for bad in [
+            &b"\r\n"[..],
+            b" 5\r\n",
+            b";x\r\n",
+            b"5x\r\n",
+            b"5\n",
+            b"5\rx",
+            b"5;a\nb\r\n",
+            b"5;a\0\r\n",
+            b"10000000000000000\r\n",
+        ] {
+            assert!(parse_chunk_size(bad).is_err(), "{bad:?} is refused");
+        }
+        let long = [b"5;".as_slice(), &[b'a'; MAX_CHUNK_LINE]].concat();
+        assert_eq!(parse_chunk_size(&long), Err("chunk-size line too long"));
+    }
+
+    #[test]
+    fn a_final_head_is_told_from_interim_ones() {
+        assert!(!has_final_head(
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-le"
+        ));
+        assert!(!has_final_head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 2"));
+        assert!(has_final_head(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413 No\r\n\r\n"
+        ));
+        assert!(has_final_head(b"garbage\r\n\r\n"));
+    }
+
+    #[test]
     fn trailers_are_parsed_and_split_off() {
-        let mut buf = BytesMut::from("x-sum: 1\r\n\r\nrest");
+        let mut buf =
+            BytesMut::from("x-sum: 1\r\ncontent-length: 9\r\nconnection: close\r\n\r\nrest");
         let trailers = parse_trailers(&mut buf).expect("valid").expect("complete");
         assert_eq!(trailers["x-sum"], "1");
+        assert_eq!(
+            trailers.len(),
+            1,
+            "framing and connection fields are no trailers"
+        );
         assert_eq!(&buf[..], b"rest");
         let mut empty = BytesMut::from("\r\n");
         assert!(parse_trailers(&mut empty)
