@@ -134,9 +134,9 @@ fn hold_served_fields(headers: &mut HeaderMap) {
     }
 }
 
-/// A copy of `headers` whose values live in one buffer of their own. Values parsed by hyper are
-/// views into the connection's whole read buffer (8 KiB, up to hundreds of KiB after a large
-/// response): stored as they are, each entry would keep that buffer alive, uncounted in
+/// A copy of `headers` whose values live in one buffer of their own. Values parsed from an
+/// origin's response are views into its connection's whole read buffer (8 KiB, up to 64 KiB
+/// after a large response): stored as they are, each entry would keep that buffer alive, uncounted in
 /// `max_size`.
 fn detach(headers: &HeaderMap) -> HeaderMap {
     let mut buf = BytesMut::with_capacity(headers.iter().map(|(_, v)| v.len()).sum());

@@ -210,8 +210,8 @@ impl StoreHandle {
 /// Bodies up to this size are stored as one exact-size copy.
 const COMPACT_BELOW: u64 = 64 << 10;
 
-/// The chunks of a small body copied into one buffer. A chunk from hyper is a slice of its read
-/// buffer and keeps that whole allocation alive: a 100-byte body could pin kilobytes that
+/// The chunks of a small body copied into one buffer. A chunk from the upstream client is a
+/// slice of its connection's read buffer and keeps that whole allocation alive: a 100-byte body could pin kilobytes that
 /// `max_size` never counts. A large body arrives in large chunks, where that waste is small, and
 /// keeps its chunks (no copy).
 fn compact(body: Vec<Bytes>, body_len: u64) -> Arc<[Bytes]> {
