@@ -5,15 +5,12 @@
  * server never would.
  */
 import test, { type ExecutionContext } from 'ava';
-import { createServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { proxyConfig, startProxy, type TestProxy } from './helpers/proxy.js';
 import { send } from './helpers/client.js';
-import { raw } from './helpers/raw.js';
+import { raw, rawOrigin, type RawOrigin } from './helpers/raw.js';
 
-interface Scripted {
-  url: string;
-  /** Connections the origin accepted. */
-  connections: number;
+interface Scripted extends RawOrigin {
   /** Request heads it read, over all connections. */
   heads: string[];
 }
@@ -23,13 +20,8 @@ interface Scripted {
  * read and ignored unless `answer` pauses the socket.
  */
 async function scriptedOrigin(t: ExecutionContext, answer: (head: string, socket: Socket) => void): Promise<Scripted> {
-  const state: Scripted = { url: '', connections: 0, heads: [] };
-  const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
-    state.connections += 1;
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    socket.on('error', () => undefined);
+  const heads: string[] = [];
+  const origin = await rawOrigin(t, (socket) => {
     let buffered = '';
     socket.on('data', (chunk: Buffer) => {
       buffered += chunk.toString('latin1');
@@ -40,21 +32,11 @@ async function scriptedOrigin(t: ExecutionContext, answer: (head: string, socket
       }
       const head = buffered.slice(0, end);
       buffered = '';
-      state.heads.push(head);
+      heads.push(head);
       answer(head, socket);
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  state.url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  );
-  return state;
+  return Object.assign(origin, { heads });
 }
 
 async function proxyTo(t: ExecutionContext, origin: Scripted): Promise<TestProxy> {

@@ -3,7 +3,7 @@
  * ejection and its floor, and the connection pool facing origins that close, restart or idle.
  */
 import test, { type ExecutionContext } from 'ava';
-import { createServer as createTcpServer, type Socket } from 'node:net';
+import { rawOrigin } from './helpers/raw.js';
 import { closedPort, startOrigin, type Origin } from './helpers/origin.js';
 import { proxyConfig, startProxy, type TestProxy } from './helpers/proxy.js';
 import { adminJson, listenOn, many, namedOrigin, send, until } from './helpers/client.js';
@@ -174,37 +174,30 @@ test('a pooled connection to an origin that restarted is not used: the next requ
  * the first request on each connection and closes on the second, without answering it.
  */
 async function closeOnSecondRequest(t: ExecutionContext): Promise<{ url: string; heads: number; connections: number }> {
-  const state = { url: '', heads: 0, connections: 0 };
-  const sockets = new Set<Socket>();
-  const server = createTcpServer((socket) => {
-    state.connections += 1;
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    socket.on('error', () => undefined);
+  let heads = 0;
+  const origin = await rawOrigin(t, (socket) => {
     let buffered = '';
     let onThis = 0;
     socket.on('data', (chunk: Buffer) => {
       buffered += chunk.toString('latin1');
       while (buffered.includes('\r\n\r\n')) {
         buffered = buffered.slice(buffered.indexOf('\r\n\r\n') + 4);
-        state.heads += 1;
+        heads += 1;
         onThis += 1;
         if (onThis === 1) socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
         else socket.destroy();
       }
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  state.url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  );
-  return state;
+  return {
+    url: origin.url,
+    get heads() {
+      return heads;
+    },
+    get connections() {
+      return origin.connections;
+    },
+  };
 }
 
 // Issue 3, item 1: the keep-alive race. A GET written on a reused connection that the origin

@@ -1,6 +1,6 @@
-/** Raw TCP clients, for what an HTTP library would refuse to send or would hide. */
+/** Raw TCP clients and origins, for what an HTTP library would refuse to send or would hide. */
 import type { ExecutionContext } from 'ava';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 
 export interface RawResult {
   /** Everything the server sent, as latin1 text. */
@@ -96,4 +96,39 @@ export class RawConn {
   destroy(): void {
     this.socket.destroy();
   }
+}
+
+/** A raw TCP origin, for what an HTTP server library would never send. */
+export interface RawOrigin {
+  /** `http://127.0.0.1:PORT`. */
+  url: string;
+  /** Connections accepted so far. */
+  connections: number;
+}
+
+/**
+ * Listens on a free port and hands each accepted socket to `onSocket`; every socket is destroyed
+ * and the server closed when the test ends.
+ */
+export async function rawOrigin(t: ExecutionContext, onSocket: (socket: Socket) => void): Promise<RawOrigin> {
+  const origin: RawOrigin = { url: '', connections: 0 };
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    origin.connections += 1;
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => undefined);
+    onSocket(socket);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  origin.url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  );
+  return origin;
 }

@@ -194,6 +194,18 @@ mod tests {
         }
     }
 
+    fn parts(builder: http::request::Builder) -> http::request::Parts {
+        builder.body(()).expect("request").into_parts().0
+    }
+
+    /// `head` without a body, on a connection from `pool`.
+    async fn send_empty(pool: &UpstreamPool, head: &http::request::Parts) -> Response<OriginBody> {
+        let conn = pool.checkout().await.expect("checkout");
+        conn.send(head, [], Payload::<Empty<Bytes>>::Empty)
+            .await
+            .expect("response")
+    }
+
     /// An origin for one connection: reads until `done` says the request is complete, writes
     /// `reply`, then echoes what else comes. Resolves to the request's bytes.
     async fn origin(
@@ -234,11 +246,7 @@ mod tests {
             Frame::data(Bytes::from(" world, again")),
             Frame::trailers(trailers),
         ]));
-        let head = http::Request::post("/up")
-            .body(())
-            .expect("request")
-            .into_parts()
-            .0;
+        let head = parts(http::Request::post("/up"));
         let conn = pool.checkout().await.expect("checkout");
         let response = conn
             .send(&head, [], Payload::Stream(&mut body))
@@ -262,18 +270,8 @@ mod tests {
             |seen| seen.ends_with(b"\r\n\r\n"),
         )
         .await;
-        let mut head = http::Request::get("/ws")
-            .body(())
-            .expect("request")
-            .into_parts()
-            .0;
-        head.headers
-            .insert(header::UPGRADE, HeaderValue::from_static("x"));
-        let conn = pool.checkout().await.expect("checkout");
-        let response = conn
-            .send(&head, [], Payload::<Empty<Bytes>>::Empty)
-            .await
-            .expect("response");
+        let head = parts(http::Request::get("/ws").header(header::UPGRADE, "x"));
+        let response = send_empty(&pool, &head).await;
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
         let mut upgraded = response.into_body().into_upgraded().expect("upgraded");
         assert_eq!(&upgraded.read_ahead[..], b"first");
@@ -290,16 +288,7 @@ mod tests {
         let mut long = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n".to_vec();
         long.resize(long.len() + 100_000, b'x');
         let (pool, _origin) = origin(long, |seen| seen.ends_with(b"\r\n\r\n")).await;
-        let head = http::Request::get("/big")
-            .body(())
-            .expect("request")
-            .into_parts()
-            .0;
-        let conn = pool.checkout().await.expect("checkout");
-        let response = conn
-            .send(&head, [], Payload::<Empty<Bytes>>::Empty)
-            .await
-            .expect("response");
+        let response = send_empty(&pool, &parts(http::Request::get("/big"))).await;
         let mut body = response.into_body();
         let mut frames = 0;
         let mut length = 0;
