@@ -629,7 +629,8 @@ pub(crate) struct Outgoing {
     /// Written with the head's fields, not inserted among them.
     added: AddedFields,
     body: UpstreamBody,
-    /// Some of a streaming body went out: the request cannot be sent again.
+    /// Some of the request went out (or may have: a timeout): from then on only a replayable
+    /// request may be sent again.
     spent: bool,
     /// The client (HTTP/1.0) sent no `Host`: the first chosen backend's address stands in.
     needs_host: bool,
@@ -666,8 +667,8 @@ impl Outgoing {
         );
         let needs_host = !added.has_host();
         // A body held whole gets its exact length: the client's when it sent one (kept as it
-        // came, here made exact), or one the upstream client adds.
-        if let Some(len) = body.known_length() {
+        // came, here made exact), or one the upstream client adds. No body, no lookup.
+        if let Some(len) = body.known_length().filter(|&len| len > 0) {
             if h.contains_key(header::CONTENT_LENGTH) {
                 h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             }

@@ -29,7 +29,6 @@ where
     B::Error: Into<BoxError>,
 {
     let head_request = head.method == Method::HEAD;
-    let asks_upgrade = head.headers.contains_key(header::UPGRADE);
     let Some(conn) = pooled.connection() else {
         return Err(SendError::closed(Progress::Unsent));
     };
@@ -54,12 +53,13 @@ where
     };
     let mut interim = 0;
     let response = loop {
-        let head = read_head(conn, head_request, &mut progress).await?;
-        let status = head.parts.status;
+        let parsed = read_head(conn, head_request, &mut progress).await?;
+        let status = parsed.parts.status;
         if status == StatusCode::SWITCHING_PROTOCOLS {
-            if asks_upgrade && complete {
+            // Looked up only now: a hashed lookup every request would pay for a rare answer.
+            if complete && head.headers.contains_key(header::UPGRADE) {
                 return Ok(Response::from_parts(
-                    head.parts,
+                    parsed.parts,
                     OriginBody::upgraded(pooled),
                 ));
             }
@@ -70,7 +70,7 @@ where
         }
         // `100 Continue`, `103 Early Hints`: the final response follows.
         if !status.is_informational() {
-            break head;
+            break parsed;
         }
         interim += 1;
         if interim > MAX_INTERIM {

@@ -47,7 +47,11 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let declared = declared_length(&head.headers);
+    // A request without a body (most of them) needs no lookup of its length.
+    let declared = match payload {
+        Payload::Empty => None,
+        _ => declared_length(&head.headers),
+    };
     let framing = match &payload {
         Payload::Stream(_) if declared.is_none() => Framing::Chunked,
         Payload::Full(body) if declared.is_none() => Framing::Length(body.len()),
