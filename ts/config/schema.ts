@@ -92,7 +92,7 @@ export const backendSchema = z.strictObject({
 
 export const poolSchema = z.strictObject({
   max_connections: z.number().int().min(1).default(64).describe('connections per backend at most'),
-  max_idle: z.number().int().min(0).default(16).describe('idle connections kept per backend once traffic falls (more stay while wanted, closed after 1 s unused)'),
+  max_idle: z.number().int().min(0).default(16).describe('idle connections kept per backend once traffic falls, shared out among the workers (more stay while wanted, closed after 1 s unused)'),
   idle_timeout: duration('60s').describe('an idle upstream connection older than this is closed'),
   connect_timeout: duration('2s').describe('TCP connect to a backend (504 when exceeded)'),
   queue_timeout: duration('1s').describe('wait for a free connection when the pool is full (then 503)'),

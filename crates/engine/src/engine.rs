@@ -212,7 +212,7 @@ impl Engine {
         let cache = cache_for(&config.cache, None);
         let (state, registry) = ProxyState::build(
             &config,
-            &BackendRegistry::default(),
+            &BackendRegistry::new(workers.len()),
             &HashMap::new(),
             access_log.clone(),
             cache.as_ref().map(|(_, c)| c.clone()),

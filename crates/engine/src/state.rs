@@ -27,12 +27,21 @@ pub struct ProxyState {
 
 /// Backends and pools by upstream and URL, kept across reloads so that a backend that stays in
 /// the configuration keeps its counters, health and idle connections.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BackendRegistry {
     handles: HashMap<(String, String), (BackendHandle, PoolConfig)>,
+    /// The engine's worker count: each pool keeps an idle stack per worker.
+    workers: usize,
 }
 
 impl BackendRegistry {
+    pub fn new(workers: usize) -> Self {
+        Self {
+            handles: HashMap::new(),
+            workers,
+        }
+    }
+
     fn handle(
         &self,
         key: &(String, String),
@@ -68,7 +77,7 @@ impl ProxyState {
         access_log: Option<Arc<AccessLog>>,
         cache: Option<gatehouse_cache::Cache>,
     ) -> Result<(ProxyState, BackendRegistry), ConfigError> {
-        let mut next = BackendRegistry::default();
+        let mut next = BackendRegistry::new(registry.workers);
         let mut upstreams = BTreeMap::new();
         for (name, up) in &config.upstreams {
             if up.backends.is_empty() {
@@ -83,6 +92,7 @@ impl ProxyState {
                 max_idle: up.pool.max_idle as usize,
                 idle_timeout: Duration::from_millis(up.pool.idle_timeout_ms),
                 connect_timeout: Duration::from_millis(up.pool.connect_timeout_ms),
+                workers: registry.workers,
             };
             let mut handles = Vec::with_capacity(up.backends.len());
             for (i, b) in up.backends.iter().enumerate() {

@@ -1,3 +1,4 @@
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +20,20 @@ use crate::request::Payload;
 /// How long idle connections beyond `max_idle` are kept unused before the sweep closes them.
 pub const SURPLUS_AGE: Duration = Duration::from_secs(1);
 
+thread_local! {
+    /// The engine worker this thread runs (see [`set_worker`]); 0 for any other thread.
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as the engine's worker `index`. A pool keeps one stack of idle
+/// connections per worker: a connection is registered with the reactor of the worker that
+/// opened it, and one handed to another worker would have every readiness event of its exchange
+/// cross threads (the owner's reactor waking the other worker's task). Each worker thus reuses
+/// its own connections, and takes another worker's only when every slot is in use.
+pub fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
 /// Tuning for one pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
@@ -33,6 +48,9 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// Time allowed for the TCP connect.
     pub connect_timeout: Duration,
+    /// The engine's worker count: one idle stack each (see [`set_worker`]); `max_idle` is
+    /// shared out among them.
+    pub workers: usize,
 }
 
 impl Default for PoolConfig {
@@ -43,6 +61,7 @@ impl Default for PoolConfig {
             max_idle: 16,
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(2),
+            workers: 1,
         }
     }
 }
@@ -101,10 +120,18 @@ struct Idle {
     since: Instant,
 }
 
+/// One worker's idle connections, most recently released last. The lock is only ever contended
+/// when another worker takes from it (every slot in use) or the sweep runs; a cache line of its
+/// own keeps the workers' stacks from sharing one.
+#[repr(align(128))]
+#[derive(Default)]
+struct Stack(Mutex<Vec<Idle>>);
+
 struct Shared {
     address: String,
     config: PoolConfig,
-    idle: Mutex<Vec<Idle>>,
+    /// One stack per worker.
+    idle: Box<[Stack]>,
     /// One permit per connection that may be open.
     slots: Arc<Semaphore>,
     /// Wakes queued checkouts when a connection becomes idle (its slot does not come free then).
@@ -143,8 +170,10 @@ impl UpstreamPool {
             shared: Arc::new(Shared {
                 address: address.into(),
                 slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
+                idle: (0..config.workers.max(1))
+                    .map(|_| Stack::default())
+                    .collect(),
                 config,
-                idle: Mutex::new(Vec::new()),
                 released: Notify::new(),
                 created: AtomicU64::new(0),
                 reused: AtomicU64::new(0),
@@ -159,12 +188,13 @@ impl UpstreamPool {
         &self.shared.address
     }
 
-    /// Hands out the most recently released live connection, or opens a new one when the pool
-    /// has room; otherwise waits up to the queue timeout for either.
+    /// Hands out this worker's most recently released live connection, or opens a new one when
+    /// the pool has room, or takes another worker's idle one; otherwise waits up to the queue
+    /// timeout for any of these.
     pub async fn checkout(&self) -> Result<PooledConn, ConnectError> {
         // The usual case, kept small: every request's future is as large as its largest path,
         // and the connect-or-wait path (TCP connect, the queue) is kilobytes.
-        if let Some((conn, slot)) = self.pop_live() {
+        if let Some((conn, slot)) = self.shared.own().pop_live(&self.shared.config) {
             self.shared.reused.fetch_add(1, Ordering::Relaxed);
             return Ok(self.lease(conn, slot, true));
         }
@@ -178,35 +208,41 @@ impl UpstreamPool {
     }
 
     async fn checkout_inner(&self, reuse: bool) -> Result<PooledConn, ConnectError> {
-        let deadline = Instant::now() + self.shared.config.queue_timeout;
+        let shared = &self.shared;
+        let deadline = Instant::now() + shared.config.queue_timeout;
         let mut queued = false;
         loop {
-            // A new connection is wanted: a free slot first, before closing a warm idle one.
-            if !reuse {
-                if let Ok(slot) = Arc::clone(&self.shared.slots).try_acquire_owned() {
-                    return self.open(slot).await;
-                }
-            }
-            if let Some((conn, slot)) = self.pop_live() {
-                if reuse {
-                    self.shared.reused.fetch_add(1, Ordering::Relaxed);
+            if reuse {
+                if let Some((conn, slot)) = shared.own().pop_live(&shared.config) {
+                    shared.reused.fetch_add(1, Ordering::Relaxed);
                     return Ok(self.lease(conn, slot, true));
                 }
-                // A new connection is wanted: close this idle one and use its slot.
+            }
+            // A free slot next: a connection of this worker's own rather than another's.
+            if let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() {
+                return self.open(slot).await;
+            }
+            // Every slot is in use: any worker's idle connection, or, when a new connection is
+            // wanted, its slot (the idle connection is closed).
+            if let Some((conn, slot)) = shared.pop_any() {
+                if reuse {
+                    shared.reused.fetch_add(1, Ordering::Relaxed);
+                    return Ok(self.lease(conn, slot, true));
+                }
                 drop(conn);
                 return self.open(slot).await;
             }
             // Listen for releases before looking for a free slot, so none is missed in between.
-            let released = self.shared.released.notified();
+            let released = shared.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            let slots = Arc::clone(&self.shared.slots);
+            let slots = Arc::clone(&shared.slots);
             if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
                 return self.open(slot).await;
             }
             if !queued {
                 queued = true;
-                self.shared.exhausted.fetch_add(1, Ordering::Relaxed);
+                shared.exhausted.fetch_add(1, Ordering::Relaxed);
             }
             tokio::select! {
                 slot = slots.acquire_owned() => match slot {
@@ -215,7 +251,7 @@ impl UpstreamPool {
                 },
                 _ = released => {}
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.shared.queue_timeouts.fetch_add(1, Ordering::Relaxed);
+                    shared.queue_timeouts.fetch_add(1, Ordering::Relaxed);
                     return Err(ConnectError::PoolExhausted);
                 }
             }
@@ -232,42 +268,36 @@ impl UpstreamPool {
     /// those beyond `max_idle` that were not wanted for [`SURPLUS_AGE`]. The engine calls this
     /// once a second, so that quiet pools do not hold sockets open to origins forever.
     pub fn evict_expired(&self) {
-        let timeout = self.shared.config.idle_timeout;
+        let config = &self.shared.config;
+        // Each worker keeps its share of `max_idle`.
+        let keep = config.max_idle.div_ceil(self.shared.idle.len());
         let now = Instant::now();
-        let mut idle = self.shared.idle.lock();
-        idle.retain(|c| now.duration_since(c.since) < timeout && c.conn.is_usable());
-        // The stack's bottom is the longest unused: the surplus goes from there.
-        let surplus = idle.len().saturating_sub(self.shared.config.max_idle);
-        let unwanted = idle
-            .iter()
-            .take(surplus)
-            .take_while(|c| now.duration_since(c.since) >= SURPLUS_AGE)
-            .count();
-        idle.drain(..unwanted);
+        for stack in &self.shared.idle {
+            let mut idle = stack.0.lock();
+            idle.retain(|c| {
+                now.duration_since(c.since) < config.idle_timeout && c.conn.is_usable()
+            });
+            // The stack's bottom is the longest unused: the surplus goes from there.
+            let surplus = idle.len().saturating_sub(keep);
+            let unwanted = idle
+                .iter()
+                .take(surplus)
+                .take_while(|c| now.duration_since(c.since) >= SURPLUS_AGE)
+                .count();
+            idle.drain(..unwanted);
+        }
     }
 
     pub fn stats(&self) -> PoolStats {
+        let shared = &self.shared;
         PoolStats {
-            created: self.shared.created.load(Ordering::Relaxed),
-            reused: self.shared.reused.load(Ordering::Relaxed),
-            idle: self.shared.idle.lock().len() as u64,
-            active: self.shared.active.load(Ordering::Relaxed),
-            exhausted: self.shared.exhausted.load(Ordering::Relaxed),
-            queue_timeouts: self.shared.queue_timeouts.load(Ordering::Relaxed),
+            created: shared.created.load(Ordering::Relaxed),
+            reused: shared.reused.load(Ordering::Relaxed),
+            idle: shared.idle.iter().map(|s| s.0.lock().len() as u64).sum(),
+            active: shared.active.load(Ordering::Relaxed),
+            exhausted: shared.exhausted.load(Ordering::Relaxed),
+            queue_timeouts: shared.queue_timeouts.load(Ordering::Relaxed),
         }
-    }
-
-    fn pop_live(&self) -> Option<(Connection, OwnedSemaphorePermit)> {
-        let timeout = self.shared.config.idle_timeout;
-        let mut idle = self.shared.idle.lock();
-        while let Some(idle) = idle.pop() {
-            if idle.since.elapsed() >= timeout || !idle.conn.is_usable() {
-                // Dropping the connection closes it; dropping the slot frees room for a new one.
-                continue;
-            }
-            return Some((idle.conn, idle.slot));
-        }
-        None
     }
 
     async fn connect(&self) -> Result<Connection, ConnectError> {
@@ -297,7 +327,33 @@ impl UpstreamPool {
     }
 }
 
+impl Stack {
+    /// The most recently released connection that is still open and usable; the ones found
+    /// expired or closed on the way are dropped (closing them and freeing their slots).
+    fn pop_live(&self, config: &PoolConfig) -> Option<(Connection, OwnedSemaphorePermit)> {
+        let mut idle = self.0.lock();
+        while let Some(idle) = idle.pop() {
+            if idle.since.elapsed() < config.idle_timeout && idle.conn.is_usable() {
+                return Some((idle.conn, idle.slot));
+            }
+        }
+        None
+    }
+}
+
 impl Shared {
+    /// The calling worker's stack.
+    fn own(&self) -> &Stack {
+        &self.idle[WORKER.with(Cell::get) % self.idle.len()]
+    }
+
+    /// A live idle connection from any worker's stack, the caller's first.
+    fn pop_any(&self) -> Option<(Connection, OwnedSemaphorePermit)> {
+        let own = WORKER.with(Cell::get) % self.idle.len();
+        let mut order = self.idle[own..].iter().chain(&self.idle[..own]);
+        order.find_map(|s| s.pop_live(&self.config))
+    }
+
     /// Every released connection is kept, whatever `max_idle` says: the sweep closes the
     /// surplus once it has gone unused for [`SURPLUS_AGE`]. Closing it at once (as nginx's
     /// `keepalive N` does) meant that with more requests in flight than `max_idle`, most of each
@@ -305,7 +361,7 @@ impl Shared {
     /// 1,000 client connections and `max_idle` 128, every other request paid for a new
     /// connection. The slots still bound idle and busy connections together.
     fn put_idle(&self, conn: Connection, slot: OwnedSemaphorePermit) {
-        self.idle.lock().push(Idle {
+        self.own().0.lock().push(Idle {
             conn,
             slot,
             since: Instant::now(),
@@ -546,6 +602,36 @@ mod tests {
         pool.evict_expired();
         assert_eq!(pool.stats().idle, 1, "the surplus closed, max_idle kept");
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn each_worker_reuses_its_own_connections() {
+        let (address, accepted) = origin().await;
+        let config = PoolConfig {
+            max_connections: 2,
+            workers: 2,
+            ..PoolConfig::default()
+        };
+        let pool = UpstreamPool::new(address, config);
+        // The test's thread plays each worker in turn.
+        set_worker(1);
+        assert!(!exchange(&pool).await);
+        set_worker(0);
+        assert!(
+            !exchange(&pool).await,
+            "worker 1's idle connection is left to it while a slot is free"
+        );
+        assert_eq!(pool.stats().idle, 2);
+        assert!(exchange(&pool).await);
+        set_worker(1);
+        assert!(exchange(&pool).await);
+        // Every slot in use: worker 0 takes worker 1's idle connection rather than wait.
+        set_worker(0);
+        let own = pool.checkout().await.expect("own");
+        assert!(own.is_reused());
+        let other = pool.checkout().await.expect("the other worker's");
+        assert!(other.is_reused());
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     /// Three exchanges in flight at once; whether each reused a connection.
