@@ -146,6 +146,26 @@ test('a body the origin cuts short cuts the client response short: the client se
   t.true('only ten b'.startsWith(body), `no more than what came: ${JSON.stringify(body)}`);
 });
 
+test('an origin that goes quiet mid-body for longer than timeouts.body: the client response is cut short and the origin connection closed', async (t) => {
+  let originClosed = false;
+  const origin = await scriptedOrigin(t, (_head, socket) => {
+    socket.once('close', () => (originClosed = true));
+    // Pauses shorter than the timeout are waited out; then the origin stalls with the connection open.
+    socket.write('HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst ');
+    setTimeout(() => socket.write('second'), 250);
+  });
+  const config = proxyConfig([origin.url]);
+  const proxy = await startProxy({ ...config, upstreams: { app: { backends: [{ url: origin.url }], timeouts: { body: '400ms' } } } });
+  t.teardown(() => proxy.close());
+  const started = Date.now();
+  const r = await raw(proxy.port, 'GET / HTTP/1.1\r\nhost: x\r\n\r\n', { waitMs: 5000 });
+  t.true(r.closed, 'the proxy closed the client connection');
+  t.true(Date.now() - started < 4000, 'cut at the timeout, not left hanging');
+  t.regex(r.text, /^HTTP\/1\.1 200 OK\r\n[^]*content-length: 100\r\n[^]*\r\n\r\nfirst second$/);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  t.true(originClosed, 'the stalled origin connection was closed');
+});
+
 test('an origin that answers 413 and stops reading an upload: the client gets the 413', async (t) => {
   const origin = await scriptedOrigin(t, (_head, socket) => {
     // Reads no more of the body: the proxy's writes stall once the socket buffers are full.

@@ -123,7 +123,10 @@ export const upstreamSchema = z.strictObject({
   backends: z.array(backendSchema).min(1).describe('the origin servers'),
   pool: poolSchema.prefault({}),
   timeouts: z
-    .strictObject({ response: duration('30s').describe('from request sent to response head (504 when exceeded)') })
+    .strictObject({
+      response: duration('30s').describe('from request sent to response head (504 when exceeded)'),
+      body: duration('60s').describe("longest pause in a response body's arrival (then the client's response is cut short)"),
+    })
     .prefault({}),
   retries: z
     .strictObject({

@@ -171,12 +171,15 @@ impl Default for PoolSettings {
 pub struct UpstreamTimeouts {
     /// Time from sending the request head to receiving the response head.
     pub response_ms: u64,
+    /// The longest pause while the response body arrives.
+    pub body_ms: u64,
 }
 
 impl Default for UpstreamTimeouts {
     fn default() -> Self {
         Self {
             response_ms: 30_000,
+            body_ms: 60_000,
         }
     }
 }

@@ -92,6 +92,7 @@ impl ProxyState {
                 max_idle: up.pool.max_idle as usize,
                 idle_timeout: Duration::from_millis(up.pool.idle_timeout_ms),
                 connect_timeout: Duration::from_millis(up.pool.connect_timeout_ms),
+                body_timeout: Duration::from_millis(up.timeouts.body_ms),
                 workers: registry.workers,
             };
             let mut handles = Vec::with_capacity(up.backends.len());

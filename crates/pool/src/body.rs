@@ -1,12 +1,15 @@
 //! A response body as it comes from the origin, decoded from its framing, and the end of the
 //! exchange that comes with its last byte: the connection goes back to its pool then.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use crate::conn::{Connection, MAX_READ_SIZE, READ_SIZE};
 use crate::error::BodyError;
@@ -33,6 +36,13 @@ struct Reader {
     decode: Decode,
     /// The connection may carry another request once the body has ended.
     keep_alive: bool,
+    /// The longest pause allowed between two pieces of the body.
+    timeout: Duration,
+    /// Armed the first time the body waits on the origin, and pushed back after each wait that
+    /// ended with data (one clock read per wait, none per frame).
+    stall: Option<Pin<Box<Sleep>>>,
+    /// A frame came since the stall timer was last set.
+    progressed: bool,
 }
 
 enum Decode {
@@ -86,9 +96,12 @@ impl OriginBody {
         };
         Self {
             inner: Inner::Reading(Box::new(Reader {
+                timeout: conn.body_timeout(),
                 conn,
                 decode,
                 keep_alive,
+                stall: None,
+                progressed: false,
             })),
         }
     }
@@ -181,7 +194,30 @@ impl Reader {
         )
     }
 
+    /// The next frame, or the body timeout when the origin has gone quiet for that long.
     fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let polled = self.poll_decode(cx);
+        if polled.is_ready() {
+            self.progressed = true;
+            return polled;
+        }
+        // Waiting on the origin from now: the pause starts here.
+        match &mut self.stall {
+            None => self.stall = Some(Box::pin(tokio::time::sleep(self.timeout))),
+            Some(stall) if self.progressed => stall.as_mut().reset(Instant::now() + self.timeout),
+            Some(_) => {}
+        }
+        self.progressed = false;
+        match self.stall.as_mut().map(|s| s.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Some(Err(BodyError::TimedOut))),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn poll_decode(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {

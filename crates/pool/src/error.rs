@@ -118,6 +118,8 @@ pub enum BodyError {
     /// The origin closed the connection before the body's end.
     Truncated,
     Malformed(&'static str),
+    /// The origin sent nothing for the body timeout.
+    TimedOut,
 }
 
 impl fmt::Display for BodyError {
@@ -126,6 +128,9 @@ impl fmt::Display for BodyError {
             BodyError::Io(e) => write!(f, "response body: {e}"),
             BodyError::Truncated => f.write_str("response body: connection closed before its end"),
             BodyError::Malformed(what) => write!(f, "malformed response body: {what}"),
+            BodyError::TimedOut => {
+                f.write_str("response body: the origin sent nothing for the body timeout")
+            }
         }
     }
 }

@@ -170,6 +170,7 @@ mod tests {
     use std::convert::Infallible;
     use std::pin::Pin;
     use std::task::{Context, Poll};
+    use std::time::Duration;
 
     use http_body::Frame;
     use http_body_util::{BodyExt, Empty};
@@ -299,5 +300,45 @@ mod tests {
         assert_eq!(length, 100_000);
         assert!(frames > 1, "streamed, not gathered");
         assert_eq!(pool.stats().idle, 1, "back in the pool at the body's end");
+    }
+
+    #[tokio::test]
+    async fn a_body_is_cut_when_the_origin_pauses_longer_than_the_body_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr").to_string();
+        // Three pauses shorter than the timeout (together longer than it), then silence.
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await.expect("request");
+            let head = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n";
+            socket.write_all(head).await.expect("head");
+            for piece in ["one", "two", "three"] {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                socket.write_all(piece.as_bytes()).await.expect("piece");
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        let config = PoolConfig {
+            body_timeout: Duration::from_millis(300),
+            ..PoolConfig::default()
+        };
+        let pool = UpstreamPool::new(address, config);
+        let response = send_empty(&pool, &parts(http::Request::get("/slow"))).await;
+        let mut body = response.into_body();
+        let mut got = Vec::new();
+        let error = loop {
+            match body.frame().await {
+                Some(Ok(frame)) => got.extend_from_slice(&frame.into_data().expect("data")),
+                Some(Err(e)) => break e,
+                None => panic!("the body ended without its 100 bytes"),
+            }
+        };
+        assert_eq!(
+            got, b"onetwothree",
+            "pauses shorter than the timeout are waited out"
+        );
+        assert!(matches!(error, crate::BodyError::TimedOut), "{error}");
+        assert_eq!(pool.stats().idle, 0, "the connection is closed, not pooled");
     }
 }

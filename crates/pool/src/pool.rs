@@ -48,6 +48,9 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// Time allowed for the TCP connect.
     pub connect_timeout: Duration,
+    /// The longest pause in a response body: an origin silent for longer mid-body has its
+    /// connection closed and the client's response cut short (nginx's `proxy_read_timeout`).
+    pub body_timeout: Duration,
     /// The engine's worker count: one idle stack each (see [`set_worker`]); `max_idle` is
     /// shared out among them.
     pub workers: usize,
@@ -61,6 +64,7 @@ impl Default for PoolConfig {
             max_idle: 16,
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(2),
+            body_timeout: Duration::from_secs(60),
             workers: 1,
         }
     }
@@ -411,6 +415,10 @@ impl PooledConn {
         B::Error: Into<crate::error::BoxError>,
     {
         crate::exchange::send(self, head, extra, payload).await
+    }
+
+    pub(crate) fn body_timeout(&self) -> Duration {
+        self.shared.config.body_timeout
     }
 
     pub(crate) fn connection(&mut self) -> Option<&mut Connection> {
