@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -273,6 +273,19 @@ fn fill(conn: &mut Connection, cx: &mut Context<'_>, want: usize) -> Poll<Result
     }
 }
 
+/// After a chunk's data: when the body's usual ending (the chunk's CRLF, then the last chunk
+/// with no extensions and no trailers) is buffered already, it is taken now, so that the data
+/// frame just decoded is the body's last: the connection goes back to the pool with it, and the
+/// client's side need not poll again to learn that the body has ended. Any other ending is left
+/// for the next poll.
+fn end_early(chunk: &mut Chunk, buf: &mut BytesMut) {
+    const LAST: &[u8] = b"\r\n0\r\n\r\n";
+    if buf.starts_with(LAST) {
+        let _ = buf.split_to(LAST.len());
+        *chunk = Chunk::Done;
+    }
+}
+
 /// One step of chunked decoding on what is buffered. `Ok(None)`: more bytes are needed;
 /// `Ok(Some(None))`: the body has ended (the connection is then ready for the next response).
 fn decode_chunk(
@@ -299,10 +312,12 @@ fn decode_chunk(
                 }
                 let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
                 *left -= n as u64;
+                let data = take(buf, n);
                 if *left == 0 {
                     *chunk = Chunk::DataEnd;
+                    end_early(chunk, buf);
                 }
-                return Ok(Some(Some(Frame::data(take(buf, n)))));
+                return Ok(Some(Some(Frame::data(data))));
             }
             Chunk::DataEnd => {
                 if buf.len() < 2 {

@@ -341,4 +341,23 @@ mod tests {
         assert!(matches!(error, crate::BodyError::TimedOut), "{error}");
         assert_eq!(pool.stats().idle, 0, "the connection is closed, not pooled");
     }
+
+    #[tokio::test]
+    async fn a_chunked_body_whose_end_came_with_its_data_ends_with_that_frame() {
+        let (pool, _origin) = origin(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            |seen| seen.ends_with(b"\r\n\r\n"),
+        )
+        .await;
+        let response = send_empty(&pool, &parts(http::Request::get("/chunked"))).await;
+        let mut body = response.into_body();
+        let frame = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(frame.into_data().expect("data"), "hello");
+        assert!(
+            body.is_end_stream(),
+            "the last chunk was read with the data"
+        );
+        assert_eq!(pool.stats().idle, 1, "back in the pool with the last frame");
+        assert!(body.frame().await.is_none());
+    }
 }
