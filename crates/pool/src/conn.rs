@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use crate::response::Span;
+use crate::response::HeadScratch;
 
 /// Room made before a read when less than [`MIN_ROOM`] is left: enough for a typical response
 /// head and a small body in one read.
@@ -32,7 +32,7 @@ pub(crate) struct Connection {
     /// The request head being written; its capacity is kept from request to request.
     pub(crate) write: Vec<u8>,
     /// Scratch space for parsing response heads, kept likewise.
-    pub(crate) spans: Vec<Span>,
+    pub(crate) scratch: HeadScratch,
 }
 
 impl Connection {
@@ -41,7 +41,7 @@ impl Connection {
             stream,
             read: BytesMut::new(),
             write: Vec::new(),
-            spans: Vec::new(),
+            scratch: HeadScratch::default(),
         }
     }
 

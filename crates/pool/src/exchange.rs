@@ -150,7 +150,7 @@ async fn read_head(
     loop {
         if !conn.read.is_empty() {
             *progress = Progress::Answered;
-            match parse_head(&mut conn.read, &mut conn.spans, head_request) {
+            match parse_head(&mut conn.read, &mut conn.scratch, head_request) {
                 Ok(Some(head)) => return Ok(head),
                 Ok(None) => {}
                 Err(what) => return Err(SendError::malformed(what, *progress)),

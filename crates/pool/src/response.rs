@@ -35,16 +35,68 @@ pub(crate) struct Head {
 
 /// Where a field's name and value lie in a head: `[name start, name end, value start, value
 /// end]`.
-pub(crate) type Span = [usize; 4];
+type Span = [usize; 4];
+
+/// Field names remembered from a connection's earlier responses, by position, at most this
+/// many, and their bytes as sent, at most this much.
+const KNOWN_NAMES: usize = 32;
+const KNOWN_BYTES: usize = 2048;
+
+/// What parsing a response head needs besides the bytes, kept by the connection so that no
+/// response pays to set it up.
+#[derive(Default)]
+pub(crate) struct HeadScratch {
+    spans: Vec<Span>,
+    names: KnownNames,
+}
+
+/// The field names of a connection's earlier responses, by position. An origin sends the same
+/// fields, in the same order and spelling, on every response: a name whose bytes are those last
+/// seen at its position is that name again, found by one `memcmp` instead of
+/// `HeaderName::from_bytes` (which lower-cases it, looks it up among the standard names, and
+/// allocates for any other name).
+#[derive(Default)]
+struct KnownNames {
+    /// The names' bytes as the origin sent them, one after another.
+    bytes: Vec<u8>,
+    /// Per position: where its bytes lie in `bytes`, and the name.
+    names: Vec<(usize, usize, HeaderName)>,
+}
+
+impl KnownNames {
+    /// The name of the field at `index` whose bytes are `raw`.
+    fn get(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, &'static str> {
+        if let Some((start, end, name)) = self.names.get(index) {
+            if self.bytes.get(*start..*end) == Some(raw) {
+                return Ok(name.clone());
+            }
+        }
+        let name = HeaderName::from_bytes(raw).map_err(|_| "bad field name")?;
+        if self.bytes.len() + raw.len() > KNOWN_BYTES {
+            // Origins whose names keep changing: start again rather than grow.
+            self.bytes.clear();
+            self.names.clear();
+        }
+        let span = (self.bytes.len(), self.bytes.len() + raw.len(), name.clone());
+        if let Some(known) = self.names.get_mut(index) {
+            self.bytes.extend_from_slice(raw);
+            *known = span;
+        } else if index == self.names.len() && index < KNOWN_NAMES {
+            self.bytes.extend_from_slice(raw);
+            self.names.push(span);
+        }
+        Ok(name)
+    }
+}
 
 /// Parses the response head at the start of `buf` and splits it off. `Ok(None)`: not all of it
 /// is there yet. The field values share the head's bytes; nothing is copied but unknown names.
-/// `spans` is scratch space, kept by the connection so that no response pays to set it up.
 pub(crate) fn parse_head(
     buf: &mut BytesMut,
-    spans: &mut Vec<Span>,
+    scratch: &mut HeadScratch,
     head_request: bool,
 ) -> Result<Option<Head>, &'static str> {
+    let HeadScratch { spans, names } = scratch;
     // Uninitialised: httparse fills what it uses. (Zeroing 100 fields cost more than parsing.)
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
@@ -90,8 +142,8 @@ pub(crate) fn parse_head(
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(spans.len());
     let mut lengths = Lengths::default();
-    for &[n0, n1, v0, v1] in spans.iter() {
-        let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| "bad field name")?;
+    for (i, &[n0, n1, v0, v1]) in spans.iter().enumerate() {
+        let name = names.get(i, &head[n0..n1])?;
         let value =
             HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| "bad field value")?;
         lengths.note(&name, &value)?;
@@ -316,7 +368,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str, head_request: bool) -> Result<Option<Head>, &'static str> {
-        parse_head(&mut BytesMut::from(text), &mut Vec::new(), head_request)
+        parse_head(
+            &mut BytesMut::from(text),
+            &mut HeadScratch::default(),
+            head_request,
+        )
     }
 
     fn framing(text: &str) -> (Framing, bool) {
@@ -325,10 +381,30 @@ mod tests {
     }
 
     #[test]
+    fn names_remembered_from_the_previous_head_are_matched_by_position_ignoring_case() {
+        let mut scratch = HeadScratch::default();
+        let mut names = |text: &str| {
+            let head = parse_head(&mut BytesMut::from(text), &mut scratch, false)
+                .expect("valid")
+                .expect("complete");
+            let names: Vec<String> = head.parts.headers.keys().map(|n| n.to_string()).collect();
+            names
+        };
+        let first = names("HTTP/1.1 200 OK\r\nContent-Type: a\r\nX-Custom: 1\r\n\r\n");
+        assert_eq!(first, ["content-type", "x-custom"]);
+        // The same names in another case, another name where x-custom was, one more at the end.
+        let second =
+            names("HTTP/1.1 200 OK\r\nCONTENT-TYPE: a\r\nX-Other: 2\r\nx-custom: 1\r\n\r\n");
+        assert_eq!(second, ["content-type", "x-other", "x-custom"]);
+        let third = names("HTTP/1.1 200 OK\r\nx-custom: 1\r\n\r\n");
+        assert_eq!(third, ["x-custom"]);
+    }
+
+    #[test]
     fn a_head_is_split_off_and_its_fields_kept_in_order() {
         let mut buf =
             BytesMut::from("HTTP/1.1 200 OK\r\nx-a: 1\r\nX-A: 2\r\ncontent-length: 2\r\n\r\nok");
-        let head = parse_head(&mut buf, &mut Vec::new(), false)
+        let head = parse_head(&mut buf, &mut HeadScratch::default(), false)
             .expect("valid")
             .expect("complete");
         assert_eq!(&buf[..], b"ok");
