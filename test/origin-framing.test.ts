@@ -152,18 +152,30 @@ test('an origin that goes quiet mid-body for longer than timeouts.body: the clie
     socket.once('close', () => (originClosed = true));
     // Pauses shorter than the timeout are waited out; then the origin stalls with the connection open.
     socket.write('HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst ');
-    setTimeout(() => socket.write('second'), 250);
+    setTimeout(() => socket.write('second '), 250);
+    setTimeout(() => socket.write('third'), 500);
   });
-  const config = proxyConfig([origin.url]);
-  const proxy = await startProxy({ ...config, upstreams: { app: { backends: [{ url: origin.url }], timeouts: { body: '400ms' } } } });
+  const proxy = await startProxy(proxyConfig([origin.url], { upstreams: { app: { backends: [{ url: origin.url }], timeouts: { body: '400ms' } } } }));
   t.teardown(() => proxy.close());
   const started = Date.now();
   const r = await raw(proxy.port, 'GET / HTTP/1.1\r\nhost: x\r\n\r\n', { waitMs: 5000 });
   t.true(r.closed, 'the proxy closed the client connection');
   t.true(Date.now() - started < 4000, 'cut at the timeout, not left hanging');
-  t.regex(r.text, /^HTTP\/1\.1 200 OK\r\n[^]*content-length: 100\r\n[^]*\r\n\r\nfirst second$/);
+  t.regex(r.text, /^HTTP\/1\.1 200 OK\r\n[^]*content-length: 100\r\n[^]*\r\n\r\nfirst second third$/);
   await new Promise((resolve) => setTimeout(resolve, 100));
   t.true(originClosed, 'the stalled origin connection was closed');
+});
+
+test('timeouts.body: 0 sets no limit: a body with a long pause arrives whole', async (t) => {
+  const origin = await scriptedOrigin(t, (_head, socket) => {
+    socket.write('HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\nfirst ');
+    setTimeout(() => socket.write('second'), 300);
+  });
+  const proxy = await startProxy(proxyConfig([origin.url], { upstreams: { app: { backends: [{ url: origin.url }], timeouts: { body: 0 } } } }));
+  t.teardown(() => proxy.close());
+  const r = await send(proxy.url);
+  t.is(r.status, 200);
+  t.is(r.body, 'first second');
 });
 
 test('an origin that answers 413 and stops reading an upload: the client gets the 413', async (t) => {

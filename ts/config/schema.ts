@@ -125,7 +125,7 @@ export const upstreamSchema = z.strictObject({
   timeouts: z
     .strictObject({
       response: duration('30s').describe('from request sent to response head (504 when exceeded)'),
-      body: duration('60s').describe("longest pause in a response body's arrival (then the client's response is cut short)"),
+      body: duration('60s').describe("longest pause in a response body's arrival, then the client's response is cut short (0 = no limit, for event streams)"),
     })
     .prefault({}),
   retries: z

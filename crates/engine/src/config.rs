@@ -171,7 +171,7 @@ impl Default for PoolSettings {
 pub struct UpstreamTimeouts {
     /// Time from sending the request head to receiving the response head.
     pub response_ms: u64,
-    /// The longest pause while the response body arrives.
+    /// The longest pause while the response body arrives; 0: no limit.
     pub body_ms: u64,
 }
 

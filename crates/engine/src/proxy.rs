@@ -696,14 +696,21 @@ impl Outgoing {
         }
     }
 
-    /// Sends the request on `conn` and reads the response head.
-    async fn send(&mut self, conn: PooledConn) -> Result<Response<OriginBody>, SendError> {
+    /// Sends the request on `conn` and reads the response head; `body_timeout` bounds the pauses
+    /// in the response body that follows.
+    async fn send(
+        &mut self,
+        conn: PooledConn,
+        body_timeout: Option<Duration>,
+    ) -> Result<Response<OriginBody>, SendError> {
         let payload = match &mut self.body {
             UpstreamBody::Empty | UpstreamBody::Full(None) => Payload::Empty,
             UpstreamBody::Full(Some(data)) => Payload::Full(data),
             streaming => Payload::Stream(streaming),
         };
-        let sent = conn.send(&self.head, self.added.iter(), payload).await;
+        let sent = conn
+            .send(&self.head, self.added.iter(), payload, body_timeout)
+            .await;
         if let Err(e) = &sent {
             self.spent |= e.progress() != Progress::Unsent;
         }
@@ -727,8 +734,11 @@ async fn send_upstream(
     let conn = checkout(target, false).await?;
     let reused = conn.is_reused();
     let timeout = upstream.response_timeout;
+    let body_timeout = upstream.body_timeout;
     let deadlines = &ctx.reuse().deadlines;
-    let mut result = deadlines.run(timeout, || outgoing.send(conn)).await;
+    let mut result = deadlines
+        .run(timeout, || outgoing.send(conn, body_timeout))
+        .await;
     if let Some(Err(e)) = &result {
         if is_keep_alive_race(e, reused, replayable) {
             tracing::debug!(
@@ -738,7 +748,11 @@ async fn send_upstream(
             // Boxed: rare, and a second send inline would enlarge every request's future.
             result = Box::pin(async {
                 let conn = checkout(target, true).await?;
-                Ok::<_, ProxyError>(deadlines.run(timeout, || outgoing.send(conn)).await)
+                Ok::<_, ProxyError>(
+                    deadlines
+                        .run(timeout, || outgoing.send(conn, body_timeout))
+                        .await,
+                )
             })
             .await?;
         }

@@ -203,7 +203,13 @@ impl Body for ResponseBody {
                     }
                     Poll::Ready(None) => this.exchange.upstream_done(),
                     Poll::Ready(Some(Err(e))) => {
-                        tracing::debug!(error = %e, "upstream response body failed");
+                        let backend = this.exchange.backend.as_ref().map(|b| b.backend().url());
+                        if matches!(e, BodyError::TimedOut) {
+                            // nginx logs "upstream timed out … while reading upstream" as an error.
+                            tracing::warn!(backend, "response body cut short: {e}");
+                        } else {
+                            tracing::debug!(backend, error = %e, "upstream response body failed");
+                        }
                         // The body has closed its connection; dropping the store handle stores
                         // nothing.
                         this.exchange.cache_store = None;

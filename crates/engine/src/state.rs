@@ -92,7 +92,6 @@ impl ProxyState {
                 max_idle: up.pool.max_idle as usize,
                 idle_timeout: Duration::from_millis(up.pool.idle_timeout_ms),
                 connect_timeout: Duration::from_millis(up.pool.connect_timeout_ms),
-                body_timeout: Duration::from_millis(up.timeouts.body_ms),
                 workers: registry.workers,
             };
             let mut handles = Vec::with_capacity(up.backends.len());
@@ -129,6 +128,8 @@ impl ProxyState {
                 UpstreamSettings {
                     algorithm,
                     response_timeout: Duration::from_millis(up.timeouts.response_ms),
+                    body_timeout: (up.timeouts.body_ms > 0)
+                        .then(|| Duration::from_millis(up.timeouts.body_ms)),
                     retries: up.retries.clone(),
                     passive: up.passive_health.clone(),
                 },

@@ -95,6 +95,8 @@ pub struct Upstream {
     pub policy: ArcSwapOption<Box<dyn ExternalPolicy>>,
     pub uses_policy: bool,
     pub response_timeout: Duration,
+    /// The longest pause in a response body (`None`: no limit).
+    pub body_timeout: Option<Duration>,
     pub retries: RetrySettings,
     pub passive: PassiveHealth,
     budget: RetryBudget,
@@ -114,6 +116,7 @@ pub struct UpstreamSettings {
     /// `None` for an external policy.
     pub algorithm: Option<Algorithm>,
     pub response_timeout: Duration,
+    pub body_timeout: Option<Duration>,
     pub retries: RetrySettings,
     pub passive: PassiveHealth,
 }
@@ -132,6 +135,7 @@ impl Upstream {
             policy: ArcSwapOption::empty(),
             uses_policy: settings.algorithm.is_none(),
             response_timeout: settings.response_timeout,
+            body_timeout: settings.body_timeout,
             retries: settings.retries,
             passive: settings.passive,
             budget: RetryBudget {
@@ -260,6 +264,7 @@ mod tests {
             UpstreamSettings {
                 algorithm: Some(Algorithm::RoundRobin),
                 response_timeout: Duration::from_secs(1),
+                body_timeout: None,
                 retries: RetrySettings {
                     max: 2,
                     ..RetrySettings::default()

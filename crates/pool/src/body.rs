@@ -36,8 +36,8 @@ struct Reader {
     decode: Decode,
     /// The connection may carry another request once the body has ended.
     keep_alive: bool,
-    /// The longest pause allowed between two pieces of the body.
-    timeout: Duration,
+    /// The longest pause allowed between two pieces of the body (`None`: no limit).
+    timeout: Option<Duration>,
     /// Armed the first time the body waits on the origin, and pushed back after each wait that
     /// ended with data (one clock read per wait, none per frame).
     stall: Option<Pin<Box<Sleep>>>,
@@ -88,7 +88,12 @@ impl OriginBody {
     }
 
     /// The rest of the body, from the connection. `framing` is not `Empty`.
-    pub(crate) fn reading(conn: PooledConn, framing: Framing, keep_alive: bool) -> Self {
+    pub(crate) fn reading(
+        conn: PooledConn,
+        framing: Framing,
+        keep_alive: bool,
+        timeout: Option<Duration>,
+    ) -> Self {
         let decode = match framing {
             Framing::Length(len) => Decode::Length(len),
             Framing::Chunked => Decode::Chunked(Chunk::Size),
@@ -96,7 +101,7 @@ impl OriginBody {
         };
         Self {
             inner: Inner::Reading(Box::new(Reader {
-                timeout: conn.body_timeout(),
+                timeout,
                 conn,
                 decode,
                 keep_alive,
@@ -204,10 +209,13 @@ impl Reader {
             self.progressed = true;
             return polled;
         }
+        let Some(timeout) = self.timeout else {
+            return Poll::Pending;
+        };
         // Waiting on the origin from now: the pause starts here.
         match &mut self.stall {
-            None => self.stall = Some(Box::pin(tokio::time::sleep(self.timeout))),
-            Some(stall) if self.progressed => stall.as_mut().reset(Instant::now() + self.timeout),
+            None => self.stall = Some(Box::pin(tokio::time::sleep(timeout))),
+            Some(stall) if self.progressed => stall.as_mut().reset(Instant::now() + timeout),
             Some(_) => {}
         }
         self.progressed = false;

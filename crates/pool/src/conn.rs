@@ -33,6 +33,8 @@ pub(crate) struct Connection {
     pub(crate) write: Vec<u8>,
     /// Scratch space for parsing response heads, kept likewise.
     pub(crate) scratch: HeadScratch,
+    /// The worker whose reactor the socket is registered with, whose idle stack it returns to.
+    pub(crate) home: usize,
 }
 
 impl Connection {
@@ -42,6 +44,7 @@ impl Connection {
             read: BytesMut::new(),
             write: Vec::new(),
             scratch: HeadScratch::default(),
+            home: 0,
         }
     }
 

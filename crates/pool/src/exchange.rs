@@ -5,6 +5,8 @@
 //! through a channel, and woke the request's task through another: two task switches, two
 //! allocations and ~2,000 instructions per request that this does without.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
@@ -23,6 +25,7 @@ pub(crate) async fn send<'a, B>(
     head: &http::request::Parts,
     extra: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     payload: Payload<'_, B>,
+    body_timeout: Option<Duration>,
 ) -> Result<Response<OriginBody>, SendError>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -99,7 +102,7 @@ where
             }
             OriginBody::whole(data)
         }
-        None => OriginBody::reading(pooled, framing, keep_alive),
+        None => OriginBody::reading(pooled, framing, keep_alive, body_timeout),
     };
     Ok(Response::from_parts(parts, body))
 }
@@ -199,12 +202,20 @@ mod tests {
         builder.body(()).expect("request").into_parts().0
     }
 
-    /// `head` without a body, on a connection from `pool`.
-    async fn send_empty(pool: &UpstreamPool, head: &http::request::Parts) -> Response<OriginBody> {
+    /// `head` without a body, on a connection from `pool`, with a body timeout.
+    async fn send_timed(
+        pool: &UpstreamPool,
+        head: &http::request::Parts,
+        body_timeout: Option<Duration>,
+    ) -> Response<OriginBody> {
         let conn = pool.checkout().await.expect("checkout");
-        conn.send(head, [], Payload::<Empty<Bytes>>::Empty)
+        conn.send(head, [], Payload::<Empty<Bytes>>::Empty, body_timeout)
             .await
             .expect("response")
+    }
+
+    async fn send_empty(pool: &UpstreamPool, head: &http::request::Parts) -> Response<OriginBody> {
+        send_timed(pool, head, None).await
     }
 
     /// An origin for one connection: reads until `done` says the request is complete, writes
@@ -250,7 +261,7 @@ mod tests {
         let head = parts(http::Request::post("/up"));
         let conn = pool.checkout().await.expect("checkout");
         let response = conn
-            .send(&head, [], Payload::Stream(&mut body))
+            .send(&head, [], Payload::Stream(&mut body), None)
             .await
             .expect("response");
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
@@ -319,12 +330,9 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_secs(10)).await;
         });
-        let config = PoolConfig {
-            body_timeout: Duration::from_millis(300),
-            ..PoolConfig::default()
-        };
-        let pool = UpstreamPool::new(address, config);
-        let response = send_empty(&pool, &parts(http::Request::get("/slow"))).await;
+        let pool = UpstreamPool::new(address, PoolConfig::default());
+        let timeout = Some(Duration::from_millis(300));
+        let response = send_timed(&pool, &parts(http::Request::get("/slow")), timeout).await;
         let mut body = response.into_body();
         let mut got = Vec::new();
         let error = loop {

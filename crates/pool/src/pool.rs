@@ -48,9 +48,6 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// Time allowed for the TCP connect.
     pub connect_timeout: Duration,
-    /// The longest pause in a response body: an origin silent for longer mid-body has its
-    /// connection closed and the client's response cut short (nginx's `proxy_read_timeout`).
-    pub body_timeout: Duration,
     /// The engine's worker count: one idle stack each (see [`set_worker`]); `max_idle` is
     /// shared out among them.
     pub workers: usize,
@@ -64,7 +61,6 @@ impl Default for PoolConfig {
             max_idle: 16,
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(2),
-            body_timeout: Duration::from_secs(60),
             workers: 1,
         }
     }
@@ -124,9 +120,10 @@ struct Idle {
     since: Instant,
 }
 
-/// One worker's idle connections, most recently released last. The lock is only ever contended
-/// when another worker takes from it (every slot in use) or the sweep runs; a cache line of its
-/// own keeps the workers' stacks from sharing one.
+/// One worker's idle connections, most recently released last. The lock is only contended when
+/// another worker takes from it or returns one of its connections (every slot in use) or the
+/// sweep runs; a cache line of its own keeps the workers' stacks from sharing one (the pool's
+/// counters and its semaphore are still shared by all).
 #[repr(align(128))]
 #[derive(Default)]
 struct Stack(Mutex<Vec<Idle>>);
@@ -226,9 +223,9 @@ impl UpstreamPool {
             if let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() {
                 return self.open(slot).await;
             }
-            // Every slot is in use: any worker's idle connection, or, when a new connection is
-            // wanted, its slot (the idle connection is closed).
-            if let Some((conn, slot)) = shared.pop_any() {
+            // Every slot is in use: another worker's idle connection, or, when a new connection
+            // is wanted, any idle connection's slot (the connection is closed).
+            if let Some((conn, slot)) = shared.pop_any(reuse) {
                 if reuse {
                     shared.reused.fetch_add(1, Ordering::Relaxed);
                     return Ok(self.lease(conn, slot, true));
@@ -269,8 +266,9 @@ impl UpstreamPool {
     }
 
     /// Closes idle connections that outlived the idle timeout or that the origin closed, and
-    /// those beyond `max_idle` that were not wanted for [`SURPLUS_AGE`]. The engine calls this
-    /// once a second, so that quiet pools do not hold sockets open to origins forever.
+    /// those beyond each worker's share of `max_idle` (rounded up) that were not wanted for
+    /// [`SURPLUS_AGE`]. The engine calls this once a second, so that quiet pools do not hold
+    /// sockets open to origins forever.
     pub fn evict_expired(&self) {
         let config = &self.shared.config;
         // Each worker keeps its share of `max_idle`.
@@ -312,13 +310,21 @@ impl UpstreamPool {
                 .map_err(ConnectError::Io)?;
             // Small requests and responses must not wait on Nagle's algorithm.
             stream.set_nodelay(true).map_err(ConnectError::Io)?;
-            Ok(Connection::new(stream))
+            let mut conn = Connection::new(stream);
+            conn.home = self.shared.own_index();
+            Ok(conn)
         };
         let conn = tokio::time::timeout(self.shared.config.connect_timeout, connect)
             .await
             .map_err(|_| ConnectError::Timeout)??;
         self.shared.created.fetch_add(1, Ordering::Relaxed);
         Ok(conn)
+    }
+
+    /// Idle connections on each worker's stack.
+    #[cfg(test)]
+    fn idle_counts(&self) -> Vec<usize> {
+        self.shared.idle.iter().map(|s| s.0.lock().len()).collect()
     }
 
     fn lease(&self, conn: Connection, slot: OwnedSemaphorePermit, reused: bool) -> PooledConn {
@@ -348,13 +354,22 @@ impl Stack {
 impl Shared {
     /// The calling worker's stack.
     fn own(&self) -> &Stack {
-        &self.idle[WORKER.with(Cell::get) % self.idle.len()]
+        &self.idle[self.own_index()]
     }
 
-    /// A live idle connection from any worker's stack, the caller's first.
-    fn pop_any(&self) -> Option<(Connection, OwnedSemaphorePermit)> {
-        let own = WORKER.with(Cell::get) % self.idle.len();
-        let mut order = self.idle[own..].iter().chain(&self.idle[..own]);
+    /// The calling worker's index among the stacks.
+    fn own_index(&self) -> usize {
+        WORKER.with(Cell::get) % self.idle.len()
+    }
+
+    /// A live idle connection from any worker's stack, the caller's first unless `skip_own`
+    /// (it was just found empty).
+    fn pop_any(&self, skip_own: bool) -> Option<(Connection, OwnedSemaphorePermit)> {
+        let own = self.own_index();
+        let first = own + usize::from(skip_own);
+        let mut order = self.idle[first.min(self.idle.len())..]
+            .iter()
+            .chain(&self.idle[..own]);
         order.find_map(|s| s.pop_live(&self.config))
     }
 
@@ -364,8 +379,11 @@ impl Shared {
     /// round's connections were closed as they came back and opened again a moment later: at
     /// 1,000 client connections and `max_idle` 128, every other request paid for a new
     /// connection. The slots still bound idle and busy connections together.
+    ///
+    /// A connection goes back to the stack of the worker that opened it (whose reactor it is
+    /// registered with), whichever worker used it last.
     fn put_idle(&self, conn: Connection, slot: OwnedSemaphorePermit) {
-        self.own().0.lock().push(Idle {
+        self.idle[conn.home % self.idle.len()].0.lock().push(Idle {
             conn,
             slot,
             since: Instant::now(),
@@ -403,22 +421,21 @@ impl PooledConn {
     /// whole body came with the head), and closes if the body is dropped before then.
     ///
     /// `head` is sent as it is (origin-form target, the fields as given) with `HTTP/1.1`, after
-    /// the `extra` fields (what a proxy adds, kept out of the head's map).
+    /// the `extra` fields (what a proxy adds, kept out of the head's map). `body_timeout` is the
+    /// longest pause allowed in the response body (`None`: no limit): an origin silent for
+    /// longer mid-body has its connection closed and the body ends in an error.
     pub async fn send<'a, B>(
         self,
         head: &http::request::Parts,
         extra: impl IntoIterator<Item = (&'a http::HeaderName, &'a http::HeaderValue)>,
         payload: Payload<'_, B>,
+        body_timeout: Option<Duration>,
     ) -> Result<Response<OriginBody>, SendError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: Into<crate::error::BoxError>,
     {
-        crate::exchange::send(self, head, extra, payload).await
-    }
-
-    pub(crate) fn body_timeout(&self) -> Duration {
-        self.shared.config.body_timeout
+        crate::exchange::send(self, head, extra, payload, body_timeout).await
     }
 
     pub(crate) fn connection(&mut self) -> Option<&mut Connection> {
@@ -491,7 +508,7 @@ mod tests {
     }
 
     async fn send(conn: PooledConn) -> Response<OriginBody> {
-        conn.send(&get(), [], Payload::<Empty<Bytes>>::Empty)
+        conn.send(&get(), [], Payload::<Empty<Bytes>>::Empty, None)
             .await
             .expect("response")
     }
@@ -639,6 +656,11 @@ mod tests {
         assert!(own.is_reused());
         let other = pool.checkout().await.expect("the other worker's");
         assert!(other.is_reused());
+        // Both released by worker 0: each goes back to the worker that opened it.
+        for conn in [own, other] {
+            send(conn).await.into_body().collect().await.expect("body");
+        }
+        assert_eq!(pool.idle_counts(), [1, 1]);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
