@@ -7,7 +7,7 @@ import test, { type ExecutionContext } from 'ava';
 import { request as httpRequest } from 'node:http';
 import { closedPort, echo, startOrigin, type Handler, type Origin, type SeenRequest } from './helpers/origin.js';
 import { proxyConfig, startProxy, type TestProxy } from './helpers/proxy.js';
-import { RawConn, raw, statuses } from './helpers/raw.js';
+import { RawConn, open, raw, statuses } from './helpers/raw.js';
 import type { GatehouseConfigInput } from '../ts/config/schema.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -207,6 +207,36 @@ test('408 when the client stalls mid-body longer than limits.body_timeout', asyn
   t.deepEqual(statuses(conn.text), [408]);
   assertShortBody(t, parse(conn.text), 'Request Timeout\n', [origin]);
   t.is(origin.requests.length, 0);
+});
+
+test('a client that stops reading a response is closed after limits.send_timeout, and the origin connection with it', async (t) => {
+  const size = 256 << 20;
+  let sent = 0;
+  let originClosed = false;
+  const origin = await withOrigin(t, (_req, res) => {
+    res.socket?.once('close', () => (originClosed = true));
+    res.writeHead(200, { 'content-length': String(size) });
+    const chunk = Buffer.alloc(64 << 10);
+    const pump = (): void => {
+      while (sent < size && !res.destroyed) {
+        sent += chunk.length;
+        if (!res.write(chunk)) {
+          res.once('drain', pump);
+          return;
+        }
+      }
+    };
+    pump();
+  });
+  const proxy = await withProxy(t, proxyConfig([origin.url], { limits: { send_timeout: '500ms' } }));
+  const client = await open(proxy.port);
+  t.teardown(() => client.destroy());
+  client.pause(); // reads nothing: the proxy's writes fill the socket and block
+  client.write('GET /big HTTP/1.1\r\nHost: app.test\r\n\r\n');
+  const deadline = Date.now() + 8000;
+  while (!originClosed && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  t.true(originClosed, "the response's origin connection was closed");
+  t.true(sent < size, 'the body was cut short, not sent whole');
 });
 
 // Client-side idle timers.

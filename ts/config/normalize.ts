@@ -24,6 +24,7 @@ export interface EngineConfig {
     max_body_size: number;
     keepalive_timeout_ms: number;
     body_timeout_ms: number;
+    send_timeout_ms: number;
   };
   log: { level: string; access_log: string; access_format: 'json' | 'combined' };
 }
@@ -104,6 +105,7 @@ export function toEngineConfig({ config, baseDir }: LoadedConfig, policyModes: P
       max_body_size: config.limits.max_body_size,
       keepalive_timeout_ms: config.limits.keepalive_timeout,
       body_timeout_ms: config.limits.body_timeout,
+      send_timeout_ms: config.limits.send_timeout,
     },
     log: {
       level: config.log.level,

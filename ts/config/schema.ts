@@ -169,6 +169,7 @@ export const limitsSchema = z.strictObject({
   max_body_size: size('10mb').describe('request body (413 when exceeded)'),
   keepalive_timeout: duration('60s').describe('idle client connection lifetime'),
   body_timeout: duration('60s').describe('longest pause while receiving a request body (408)'),
+  send_timeout: duration('60s').describe("longest a client may leave a response unread before it is closed, freeing the response's origin connection (0 = no limit)"),
 });
 
 export const logSchema = z.strictObject({

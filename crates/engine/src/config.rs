@@ -251,6 +251,8 @@ pub struct LimitsConfig {
     pub keepalive_timeout_ms: u64,
     /// Longest pause allowed between two pieces of a request body before 408.
     pub body_timeout_ms: u64,
+    /// Longest a client may leave a response unread before it is closed; 0: no limit.
+    pub send_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -262,6 +264,7 @@ impl Default for LimitsConfig {
             max_body_size: 10 * 1024 * 1024,
             keepalive_timeout_ms: 60_000,
             body_timeout_ms: 60_000,
+            send_timeout_ms: 60_000,
         }
     }
 }
@@ -275,6 +278,9 @@ impl LimitsConfig {
     }
     pub fn body_timeout(&self) -> Duration {
         Duration::from_millis(self.body_timeout_ms)
+    }
+    pub fn send_timeout(&self) -> Option<Duration> {
+        (self.send_timeout_ms > 0).then(|| Duration::from_millis(self.send_timeout_ms))
     }
 }
 

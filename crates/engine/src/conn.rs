@@ -48,6 +48,9 @@ pub struct ConnActivity {
     /// HTTP/2: frames arrive while idle (pings, settings), so there is no "head" to time; only
     /// the keep-alive idle timer applies.
     multiplexed: AtomicBool,
+    /// Milliseconds after `base` when a write to the client last found its socket full (the
+    /// client not reading), or `NONE` once a write went through: `limits.send_timeout`.
+    write_blocked_since: AtomicU64,
 }
 
 /// What the connection's watchdog should do next.
@@ -75,6 +78,28 @@ impl ConnActivity {
             ambiguous_request: AtomicU64::new(0),
             parking: AtomicBool::new(false),
             multiplexed: AtomicBool::new(false),
+            write_blocked_since: AtomicU64::new(NONE),
+        }
+    }
+
+    /// Since when writes to the client have been blocked, if they are.
+    pub fn write_blocked_since(&self) -> Option<Instant> {
+        match self.write_blocked_since.load(Ordering::Relaxed) {
+            NONE => None,
+            ms => Some(self.at(ms)),
+        }
+    }
+
+    /// Notes how a write to the client went: a clock read when it first blocks, a load and
+    /// nothing more while writes go through.
+    fn on_write<T>(&self, polled: &Poll<T>) {
+        let blocked = self.write_blocked_since.load(Ordering::Relaxed);
+        match (polled.is_pending(), blocked == NONE) {
+            (true, true) => self
+                .write_blocked_since
+                .store(self.now_ms(), Ordering::Relaxed),
+            (false, false) => self.write_blocked_since.store(NONE, Ordering::Relaxed),
+            _ => {}
         }
     }
 
@@ -296,7 +321,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedStream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.activity.on_write(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -304,7 +332,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedStream<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.activity.on_write(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -312,7 +343,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedStream<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.activity.on_write(&polled);
+        polled
     }
 
     /// Skipped while the watchdog parks the connection: hyper has been told to end an idle
@@ -331,6 +365,23 @@ mod tests {
 
     const KA: Duration = Duration::from_secs(60);
     const HEAD: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_noted_until_a_write_goes_through() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ours, mut client) = tokio::io::duplex(64);
+        let a = Arc::new(ConnActivity::new());
+        let mut stream = TrackedStream::new(ours, Arc::clone(&a));
+        stream.write_all(&[0; 64]).await.expect("fits");
+        assert!(a.write_blocked_since().is_none());
+        // The client reads nothing: the next write finds the pipe full.
+        let blocked = tokio::time::timeout(Duration::from_millis(20), stream.write(&[0; 1])).await;
+        assert!(blocked.is_err(), "the write waited");
+        assert!(a.write_blocked_since().is_some());
+        client.read_exact(&mut [0; 64]).await.expect("read");
+        stream.write_all(&[0; 1]).await.expect("room again");
+        assert!(a.write_blocked_since().is_none());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn first_head_is_timed_from_accept() {

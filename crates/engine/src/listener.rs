@@ -419,6 +419,8 @@ async fn respond(
 struct Timers {
     keepalive: Duration,
     header_timeout: Duration,
+    /// How long a client may leave a response unread (`None`: no limit).
+    send_timeout: Option<Duration>,
 }
 
 async fn serve_http<S>(
@@ -439,6 +441,7 @@ async fn serve_http<S>(
     let timers = Timers {
         keepalive: limits.keepalive_timeout(),
         header_timeout: limits.header_timeout(),
+        send_timeout: limits.send_timeout(),
     };
     if h2 {
         activity.set_multiplexed();
@@ -597,6 +600,20 @@ async fn drive<C: Graceful>(
                 now + IDLE_CLOSE_GRACE
             }
             Watch::Until(at) => at,
+        };
+        let next = match timers.send_timeout {
+            Some(limit) => match activity.write_blocked_since() {
+                // A client that stopped reading holds its response's origin connection: closed,
+                // as nginx's `send_timeout` does.
+                Some(since) if since + limit <= now => {
+                    tracing::info!(%peer, "client stopped reading a response; closed");
+                    return None;
+                }
+                Some(since) => next.min(since + limit),
+                // Nothing wakes the watchdog when a write blocks: it looks that often.
+                None => next.min(now + limit),
+            },
+            None => next,
         };
         timer.as_mut().reset(next);
         tokio::select! {
