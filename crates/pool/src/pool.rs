@@ -1,6 +1,6 @@
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,8 +135,12 @@ struct Shared {
     idle: Box<[Stack]>,
     /// One permit per connection that may be open.
     slots: Arc<Semaphore>,
-    /// Wakes queued checkouts when a connection becomes idle (its slot does not come free then).
+    /// Wakes queued checkouts when a connection becomes idle (its slot does not come free then),
+    /// the longest waiting first.
     released: Notify,
+    /// Checkouts queued now. While any are, a new checkout does not take an idle connection
+    /// ahead of them: it queues behind them.
+    waiting: AtomicUsize,
     created: AtomicU64,
     reused: AtomicU64,
     active: AtomicU64,
@@ -176,6 +180,7 @@ impl UpstreamPool {
                     .collect(),
                 config,
                 released: Notify::new(),
+                waiting: AtomicUsize::new(0),
                 created: AtomicU64::new(0),
                 reused: AtomicU64::new(0),
                 active: AtomicU64::new(0),
@@ -195,9 +200,12 @@ impl UpstreamPool {
     pub async fn checkout(&self) -> Result<PooledConn, ConnectError> {
         // The usual case, kept small: every request's future is as large as its largest path,
         // and the connect-or-wait path (TCP connect, the queue) is kilobytes.
-        if let Some((conn, slot)) = self.shared.own().pop_live(&self.shared.config) {
-            self.shared.reused.fetch_add(1, Ordering::Relaxed);
-            return Ok(self.lease(conn, slot, true));
+        let shared = &self.shared;
+        if shared.waiting.load(Ordering::Relaxed) == 0 {
+            if let Some((conn, slot)) = shared.own().pop_live(&shared.config) {
+                shared.reused.fetch_add(1, Ordering::Relaxed);
+                return Ok(self.lease(conn, slot, true));
+            }
         }
         Box::pin(self.checkout_inner(true)).await
     }
@@ -211,9 +219,12 @@ impl UpstreamPool {
     async fn checkout_inner(&self, reuse: bool) -> Result<PooledConn, ConnectError> {
         let shared = &self.shared;
         let deadline = Instant::now() + shared.config.queue_timeout;
-        let mut queued = false;
+        let mut queued: Option<InQueue<'_>> = None;
         loop {
-            if reuse {
+            // Idle connections go to the queue first (HAProxy's order, first come first served):
+            // a checkout that is not in it takes none while others wait.
+            let may_take = queued.is_some() || shared.waiting.load(Ordering::Relaxed) == 0;
+            if reuse && may_take {
                 if let Some((conn, slot)) = shared.own().pop_live(&shared.config) {
                     shared.reused.fetch_add(1, Ordering::Relaxed);
                     return Ok(self.lease(conn, slot, true));
@@ -225,7 +236,7 @@ impl UpstreamPool {
             }
             // Every slot is in use: another worker's idle connection, or, when a new connection
             // is wanted, any idle connection's slot (the connection is closed).
-            if let Some((conn, slot)) = shared.pop_any(reuse) {
+            if let Some((conn, slot)) = may_take.then(|| shared.pop_any(reuse)).flatten() {
                 if reuse {
                     shared.reused.fetch_add(1, Ordering::Relaxed);
                     return Ok(self.lease(conn, slot, true));
@@ -241,8 +252,8 @@ impl UpstreamPool {
             if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
                 return self.open(slot).await;
             }
-            if !queued {
-                queued = true;
+            if queued.is_none() {
+                queued = Some(InQueue::join(&shared.waiting));
                 shared.exhausted.fetch_add(1, Ordering::Relaxed);
             }
             tokio::select! {
@@ -334,6 +345,23 @@ impl UpstreamPool {
             shared: Arc::clone(&self.shared),
             reused,
         }
+    }
+}
+
+/// A checkout's place in the queue: counted in `waiting` until it leaves, however it leaves
+/// (a connection, the queue timeout, or the request dropped).
+struct InQueue<'a>(&'a AtomicUsize);
+
+impl<'a> InQueue<'a> {
+    fn join(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Self(waiting)
+    }
+}
+
+impl Drop for InQueue<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -605,6 +633,36 @@ mod tests {
             "the waiter reused the released connection"
         );
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_queued_checkout_gets_a_released_connection_before_a_newer_one() {
+        let (address, _accepted) = origin().await;
+        let config = PoolConfig {
+            max_connections: 1,
+            queue_timeout: Duration::from_secs(5),
+            ..PoolConfig::default()
+        };
+        let pool = UpstreamPool::new(address, config);
+        let held = pool.checkout().await.expect("the only connection");
+        let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let queued = {
+            let (pool, order) = (pool.clone(), Arc::clone(&order));
+            tokio::spawn(async move {
+                let conn = pool.checkout().await.expect("queued");
+                order.lock().push("queued");
+                send(conn).await.into_body().collect().await.expect("body");
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Released, and at once (before the queued task runs) a newer checkout: it waits its
+        // turn instead of taking the connection on the fast path.
+        send(held).await.into_body().collect().await.expect("body");
+        let newer = pool.checkout().await.expect("newer");
+        order.lock().push("newer");
+        send(newer).await.into_body().collect().await.expect("body");
+        queued.await.expect("join");
+        assert_eq!(*order.lock(), ["queued", "newer"]);
     }
 
     #[tokio::test(start_paused = true)]
