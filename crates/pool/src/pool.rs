@@ -527,6 +527,16 @@ mod tests {
         (address, accepted)
     }
 
+    /// A pool of at most `max` connections whose checkouts queue for up to `queue`.
+    fn capped(address: String, max: usize, queue: Duration) -> UpstreamPool {
+        let config = PoolConfig {
+            max_connections: max,
+            queue_timeout: queue,
+            ..PoolConfig::default()
+        };
+        UpstreamPool::new(address, config)
+    }
+
     fn get() -> http::request::Parts {
         http::Request::get("/")
             .body(())
@@ -586,12 +596,7 @@ mod tests {
     #[tokio::test]
     async fn the_cap_queues_then_times_out() {
         let (address, accepted) = origin().await;
-        let config = PoolConfig {
-            max_connections: 2,
-            queue_timeout: Duration::from_millis(100),
-            ..PoolConfig::default()
-        };
-        let pool = UpstreamPool::new(address, config);
+        let pool = capped(address, 2, Duration::from_millis(100));
         let a = pool.checkout().await.expect("first");
         let b = pool.checkout().await.expect("second");
         assert!(matches!(
@@ -615,12 +620,7 @@ mod tests {
     #[tokio::test]
     async fn a_released_connection_goes_to_the_queued_checkout() {
         let (address, accepted) = origin().await;
-        let config = PoolConfig {
-            max_connections: 1,
-            queue_timeout: Duration::from_secs(5),
-            ..PoolConfig::default()
-        };
-        let pool = UpstreamPool::new(address, config);
+        let pool = capped(address, 1, Duration::from_secs(5));
         let conn = pool.checkout().await.expect("first");
         let waiter = {
             let pool = pool.clone();
@@ -638,12 +638,7 @@ mod tests {
     #[tokio::test]
     async fn a_queued_checkout_gets_a_released_connection_before_a_newer_one() {
         let (address, _accepted) = origin().await;
-        let config = PoolConfig {
-            max_connections: 1,
-            queue_timeout: Duration::from_secs(5),
-            ..PoolConfig::default()
-        };
-        let pool = UpstreamPool::new(address, config);
+        let pool = capped(address, 1, Duration::from_secs(5));
         let held = pool.checkout().await.expect("the only connection");
         let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let queued = {
