@@ -220,7 +220,7 @@ impl UpstreamPool {
         let shared = &self.shared;
         let deadline = Instant::now() + shared.config.queue_timeout;
         let mut queued: Option<InQueue<'_>> = None;
-        loop {
+        let slot = loop {
             // Idle connections go to the queue first (HAProxy's order, first come first served):
             // a checkout that is not in it takes none while others wait.
             let may_take = queued.is_some() || shared.waiting.load(Ordering::Relaxed) == 0;
@@ -232,7 +232,7 @@ impl UpstreamPool {
             }
             // A free slot next: a connection of this worker's own rather than another's.
             if let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() {
-                return self.open(slot).await;
+                break slot;
             }
             // Every slot is in use: another worker's idle connection, or, when a new connection
             // is wanted, any idle connection's slot (the connection is closed).
@@ -242,7 +242,7 @@ impl UpstreamPool {
                     return Ok(self.lease(conn, slot, true));
                 }
                 drop(conn);
-                return self.open(slot).await;
+                break slot;
             }
             // Listen for releases before looking for a free slot, so none is missed in between.
             let released = shared.released.notified();
@@ -250,7 +250,7 @@ impl UpstreamPool {
             released.as_mut().enable();
             let slots = Arc::clone(&shared.slots);
             if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
-                return self.open(slot).await;
+                break slot;
             }
             if queued.is_none() {
                 queued = Some(InQueue::join(&shared.waiting));
@@ -258,7 +258,7 @@ impl UpstreamPool {
             }
             tokio::select! {
                 slot = slots.acquire_owned() => match slot {
-                    Ok(slot) => return self.open(slot).await,
+                    Ok(slot) => break slot,
                     Err(_) => return Err(ConnectError::PoolExhausted),
                 },
                 _ = released => {}
@@ -267,7 +267,11 @@ impl UpstreamPool {
                     return Err(ConnectError::PoolExhausted);
                 }
             }
-        }
+        };
+        // Out of the queue before connecting: idle connections released meanwhile are for the
+        // checkouts still waiting, not held back for this one's connect.
+        drop(queued);
+        self.open(slot).await
     }
 
     async fn open(&self, slot: OwnedSemaphorePermit) -> Result<PooledConn, ConnectError> {
