@@ -152,7 +152,9 @@ pub(crate) fn parse_head(
         let value =
             HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| "bad field value")?;
         lengths.note(&name, &value)?;
-        headers.append(name, value);
+        if !is_spent(&name, &value) {
+            headers.append(name, value);
+        }
     }
     if lengths.chunked.is_some() && lengths.content_length.is_some() {
         // The length is wrong or a smuggling attempt; a proxy must not pass it on (RFC 9112 §6.3).
@@ -275,6 +277,21 @@ pub(crate) fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, &'
     }
     let _ = buf.split_to(len);
     Ok(Some(trailers))
+}
+
+/// Whether a field is about this connection's framing or persistence only, used up by the client
+/// once noted: the body is decoded (`Transfer-Encoding`), and `Connection: keep-alive` or
+/// `close` and `Keep-Alive` concern the hop to the origin, which a proxy must not pass on (RFC
+/// 9110 §7.6.1). Not put in the map, so that the proxy's own hop-by-hop pass has nothing to
+/// remove (an insert and a removal saved on most responses). A `Connection` field naming other
+/// fields is kept for that pass, which removes those too.
+fn is_spent(name: &HeaderName, value: &HeaderValue) -> bool {
+    if *name == header::CONNECTION {
+        let value = value.as_bytes().trim_ascii();
+        value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close")
+    } else {
+        *name == header::TRANSFER_ENCODING || name.as_str() == "keep-alive"
+    }
 }
 
 /// Fields that frame a message, route it or manage the connection, which a trailer section must
@@ -424,6 +441,35 @@ mod tests {
             .extensions
             .get::<hyper::ext::ReasonPhrase>()
             .is_none());
+    }
+
+    #[test]
+    fn connection_fields_used_up_by_the_client_are_not_passed_on() {
+        let head = parse(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+             Transfer-Encoding: chunked\r\nx-a: 1\r\n\r\n",
+            false,
+        )
+        .expect("valid")
+        .expect("complete");
+        let names: Vec<&str> = head.parts.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-a"]);
+        assert_eq!(head.framing, Framing::Chunked);
+        assert!(head.keep_alive);
+        // `close` is noted (no reuse) and dropped; a Connection naming other fields is kept for
+        // the proxy, which removes those fields too.
+        let closing = parse("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", false)
+            .expect("valid")
+            .expect("complete");
+        assert!(!closing.keep_alive);
+        assert!(closing.parts.headers.is_empty());
+        let naming = parse(
+            "HTTP/1.1 200 OK\r\nConnection: x-a\r\nx-a: 1\r\n\r\n",
+            false,
+        )
+        .expect("valid")
+        .expect("complete");
+        assert_eq!(naming.parts.headers["connection"], "x-a");
     }
 
     #[test]
