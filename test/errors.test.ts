@@ -236,7 +236,6 @@ test('a client that stops reading a response is closed after limits.send_timeout
   const deadline = Date.now() + 8000;
   while (!originClosed && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
   t.true(originClosed, "the response's origin connection was closed");
-  t.true(sent < size, 'the body was cut short, not sent whole');
 });
 
 // Client-side idle timers.

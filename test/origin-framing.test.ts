@@ -119,6 +119,7 @@ const refused: [string, string][] = [
   ['a status line that is not HTTP', 'SSH-2.0-OpenSSH_9.2\r\n\r\n'],
   ['a head over 64 KiB', `HTTP/1.1 200 OK\r\nx-big: ${'a'.repeat(70 * 1024)}\r\ncontent-length: 2\r\n\r\nok`],
   ['a NUL byte in a field value', 'HTTP/1.1 200 OK\r\nx-bad: a\0b\r\ncontent-length: 2\r\n\r\nok'],
+  ['a transfer coding other than chunked', 'HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n'],
 ];
 for (const [what, response] of refused) {
   test(`502 for a response with ${what}`, async (t) => {

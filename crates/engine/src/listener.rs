@@ -601,7 +601,11 @@ async fn drive<C: Graceful>(
             }
             Watch::Until(at) => at,
         };
-        let next = match timers.send_timeout {
+        // At least 10 ms between looks, as `watch` keeps, however short the limit.
+        let next = match timers
+            .send_timeout
+            .map(|t| t.max(Duration::from_millis(10)))
+        {
             Some(limit) => match activity.write_blocked_since() {
                 // A client that stopped reading holds its response's origin connection: closed,
                 // as nginx's `send_timeout` does.

@@ -196,7 +196,7 @@ impl UpstreamPool {
 
     /// Hands out this worker's most recently released live connection, or opens a new one when
     /// the pool has room, or takes another worker's idle one; otherwise waits up to the queue
-    /// timeout for any of these.
+    /// timeout for any of these. While other checkouts wait, it queues behind them first.
     pub async fn checkout(&self) -> Result<PooledConn, ConnectError> {
         // The usual case, kept small: every request's future is as large as its largest path,
         // and the connect-or-wait path (TCP connect, the queue) is kilobytes.
@@ -221,13 +221,17 @@ impl UpstreamPool {
         let deadline = Instant::now() + shared.config.queue_timeout;
         let mut queued: Option<InQueue<'_>> = None;
         let slot = loop {
-            // Idle connections go to the queue first (HAProxy's order, first come first served):
-            // a checkout that is not in it takes none while others wait.
+            // Listening for releases before looking: a connection released after the look wakes
+            // this checkout (or leaves it a permit), so none sits unused while it waits.
+            let released = shared.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            // Queued checkouts are served before newer ones (HAProxy's order): one that is not
+            // queued takes no idle connection while others wait.
             let may_take = queued.is_some() || shared.waiting.load(Ordering::Relaxed) == 0;
             if reuse && may_take {
                 if let Some((conn, slot)) = shared.own().pop_live(&shared.config) {
-                    shared.reused.fetch_add(1, Ordering::Relaxed);
-                    return Ok(self.lease(conn, slot, true));
+                    return Ok(self.lease_queued(conn, slot, queued));
                 }
             }
             // A free slot next: a connection of this worker's own rather than another's.
@@ -238,24 +242,16 @@ impl UpstreamPool {
             // is wanted, any idle connection's slot (the connection is closed).
             if let Some((conn, slot)) = may_take.then(|| shared.pop_any(reuse)).flatten() {
                 if reuse {
-                    shared.reused.fetch_add(1, Ordering::Relaxed);
-                    return Ok(self.lease(conn, slot, true));
+                    return Ok(self.lease_queued(conn, slot, queued));
                 }
                 drop(conn);
-                break slot;
-            }
-            // Listen for releases before looking for a free slot, so none is missed in between.
-            let released = shared.released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            let slots = Arc::clone(&shared.slots);
-            if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
                 break slot;
             }
             if queued.is_none() {
                 queued = Some(InQueue::join(&shared.waiting));
                 shared.exhausted.fetch_add(1, Ordering::Relaxed);
             }
+            let slots = Arc::clone(&shared.slots);
             tokio::select! {
                 slot = slots.acquire_owned() => match slot {
                     Ok(slot) => break slot,
@@ -272,6 +268,25 @@ impl UpstreamPool {
         // checkouts still waiting, not held back for this one's connect.
         drop(queued);
         self.open(slot).await
+    }
+
+    /// An idle connection for a checkout of the slow path. One that was queued leaves the queue
+    /// and passes a wake-up on while others wait: two connections released at once leave one
+    /// stored wake-up, and the second connection must not sit idle behind a sleeping waiter.
+    fn lease_queued(
+        &self,
+        conn: Connection,
+        slot: OwnedSemaphorePermit,
+        queued: Option<InQueue<'_>>,
+    ) -> PooledConn {
+        if let Some(place) = queued {
+            drop(place);
+            if self.shared.waiting.load(Ordering::Relaxed) > 0 {
+                self.shared.released.notify_one();
+            }
+        }
+        self.shared.reused.fetch_add(1, Ordering::Relaxed);
+        self.lease(conn, slot, true)
     }
 
     async fn open(&self, slot: OwnedSemaphorePermit) -> Result<PooledConn, ConnectError> {

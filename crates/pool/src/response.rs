@@ -156,7 +156,7 @@ pub(crate) fn parse_head(
             headers.append(name, value);
         }
     }
-    if lengths.chunked.is_some() && lengths.content_length.is_some() {
+    if lengths.chunked && lengths.content_length.is_some() {
         // The length is wrong or a smuggling attempt; a proxy must not pass it on (RFC 9112 §6.3).
         headers.remove(header::CONTENT_LENGTH);
     }
@@ -180,8 +180,8 @@ pub(crate) fn parse_head(
 #[derive(Default)]
 struct Lengths {
     content_length: Option<u64>,
-    /// `Some(true)` when `chunked` is the final transfer coding.
-    chunked: Option<bool>,
+    /// The message is chunked (the only transfer coding accepted).
+    chunked: bool,
     close: bool,
     keep_alive: bool,
 }
@@ -199,12 +199,16 @@ impl Lengths {
                 self.content_length = Some(len);
             }
         } else if name == header::TRANSFER_ENCODING {
-            let last = value
+            // Another coding (`gzip, chunked`, `gzip`) would reach the client still encoded
+            // and no longer declared: refused, as nginx does ("unknown Transfer-Encoding").
+            if !value
                 .as_bytes()
-                .rsplit(|&b| b == b',')
-                .next()
-                .unwrap_or_default();
-            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked")
+            {
+                return Err("unsupported transfer coding");
+            }
+            self.chunked = true;
         } else if name == header::CONNECTION {
             for token in value.as_bytes().split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -224,11 +228,9 @@ impl Lengths {
             return Framing::Empty;
         }
         match (self.chunked, self.content_length) {
-            (Some(true), _) => Framing::Chunked,
-            // Another final coding: only the end of the connection delimits the body.
-            (Some(false), _) => Framing::UntilClose,
-            (None, Some(len)) => Framing::Length(len),
-            (None, None) => Framing::UntilClose,
+            (true, _) => Framing::Chunked,
+            (false, Some(len)) => Framing::Length(len),
+            (false, None) => Framing::UntilClose,
         }
     }
 
@@ -236,8 +238,8 @@ impl Lengths {
         // Both framings at once: the length is ignored, and the connection must not carry on
         // (RFC 9112 §6.3, item 3). Nor may it after a transfer coding in an HTTP/1.0 message
         // (§6.1).
-        let ambiguous = self.chunked.is_some()
-            && (self.content_length.is_some() || version == Version::HTTP_10);
+        let ambiguous =
+            self.chunked && (self.content_length.is_some() || version == Version::HTTP_10);
         let persistent = match version {
             Version::HTTP_10 => self.keep_alive,
             _ => true,
@@ -499,13 +501,16 @@ mod tests {
             (Framing::Length(5), true)
         );
         assert_eq!(
-            framing("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n"),
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked \r\n\r\n"),
             (Framing::Chunked, true)
         );
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n"),
-            (Framing::UntilClose, false)
-        );
+        for coded in ["gzip, chunked", "gzip", "chunked, chunked"] {
+            let head = format!("HTTP/1.1 200 OK\r\ntransfer-encoding: {coded}\r\n\r\n");
+            assert_eq!(
+                parse(&head, false).err(),
+                Some("unsupported transfer coding")
+            );
+        }
         assert_eq!(
             framing("HTTP/1.1 200 OK\r\n\r\n"),
             (Framing::UntilClose, false)
