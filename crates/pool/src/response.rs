@@ -151,8 +151,7 @@ pub(crate) fn parse_head(
         let name = names.get(i, &head[n0..n1])?;
         let value =
             HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| "bad field value")?;
-        lengths.note(&name, &value)?;
-        if !is_spent(&name, &value) {
+        if !lengths.note(&name, &value)? {
             headers.append(name, value);
         }
     }
@@ -187,7 +186,13 @@ struct Lengths {
 }
 
 impl Lengths {
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), &'static str> {
+    /// Notes what a field says about framing and persistence. `Ok(true)`: the field is used up
+    /// here and is not put in the response's map. The body is decoded (`Transfer-Encoding`), and
+    /// `Keep-Alive` and a `Connection` of only `keep-alive` or `close` concern the hop to the
+    /// origin, which a proxy must not pass on (RFC 9110 §7.6.1): the proxy's hop-by-hop pass then
+    /// has nothing to remove (an insert and a removal saved on most responses). A `Connection`
+    /// naming other fields is kept for that pass, which removes those too.
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<bool, &'static str> {
         if name == header::CONTENT_LENGTH {
             // `Content-Length: 5, 5` or repeated fields are one length; different ones are an
             // attempt at smuggling or a broken origin.
@@ -209,14 +214,22 @@ impl Lengths {
                 return Err("unsupported transfer coding");
             }
             self.chunked = true;
+            return Ok(true);
         } else if name == header::CONNECTION {
+            let mut names_others = false;
             for token in value.as_bytes().split(|&b| b == b',') {
                 let token = token.trim_ascii();
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                let close = token.eq_ignore_ascii_case(b"close");
+                let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                self.close |= close;
+                self.keep_alive |= keep_alive;
+                names_others |= !close && !keep_alive;
             }
+            return Ok(!names_others);
+        } else if name.as_str() == "keep-alive" {
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     fn framing(&self, status: StatusCode, head_request: bool) -> Framing {
@@ -279,21 +292,6 @@ pub(crate) fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, &'
     }
     let _ = buf.split_to(len);
     Ok(Some(trailers))
-}
-
-/// Whether a field is about this connection's framing or persistence only, used up by the client
-/// once noted: the body is decoded (`Transfer-Encoding`), and `Connection: keep-alive` or
-/// `close` and `Keep-Alive` concern the hop to the origin, which a proxy must not pass on (RFC
-/// 9110 §7.6.1). Not put in the map, so that the proxy's own hop-by-hop pass has nothing to
-/// remove (an insert and a removal saved on most responses). A `Connection` field naming other
-/// fields is kept for that pass, which removes those too.
-fn is_spent(name: &HeaderName, value: &HeaderValue) -> bool {
-    if *name == header::CONNECTION {
-        let value = value.as_bytes().trim_ascii();
-        value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close")
-    } else {
-        *name == header::TRANSFER_ENCODING || name.as_str() == "keep-alive"
-    }
 }
 
 /// Fields that frame a message, route it or manage the connection, which a trailer section must
@@ -492,18 +490,59 @@ mod tests {
 
     #[test]
     fn framing_follows_rfc_9112() {
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"),
-            (Framing::Length(5), true)
-        );
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"),
-            (Framing::Length(5), true)
-        );
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked \r\n\r\n"),
-            (Framing::Chunked, true)
-        );
+        let cases = [
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+                Framing::Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+                Framing::Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked \r\n\r\n",
+                Framing::Chunked,
+                true,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", Framing::UntilClose, false),
+            (
+                "HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n",
+                Framing::Empty,
+                true,
+            ),
+            ("HTTP/1.1 304 Not Modified\r\n\r\n", Framing::Empty, true),
+            // Chunked wins over a length, and the connection is not reused after it.
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+                Framing::Chunked,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+                Framing::Length(0),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n",
+                Framing::Length(0),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n",
+                Framing::Length(0),
+                true,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n",
+                Framing::Chunked,
+                false,
+            ),
+        ];
+        for (head, expected, keep_alive) in cases {
+            assert_eq!(framing(head), (expected, keep_alive), "{head:?}");
+        }
         for coded in ["gzip, chunked", "gzip", "chunked, chunked"] {
             let head = format!("HTTP/1.1 200 OK\r\ntransfer-encoding: {coded}\r\n\r\n");
             assert_eq!(
@@ -511,41 +550,10 @@ mod tests {
                 Some("unsupported transfer coding")
             );
         }
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\n\r\n"),
-            (Framing::UntilClose, false)
-        );
-        assert_eq!(
-            framing("HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n"),
-            (Framing::Empty, true)
-        );
-        assert_eq!(
-            framing("HTTP/1.1 304 Not Modified\r\n\r\n"),
-            (Framing::Empty, true)
-        );
-        // Chunked wins over a length, which is dropped, and the connection is not reused after it.
+        // The length beside chunked is dropped.
         let both = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n";
-        assert_eq!(framing(both), (Framing::Chunked, false));
         let head = parse(both, false).expect("valid").expect("complete");
         assert!(!head.parts.headers.contains_key(header::CONTENT_LENGTH));
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"),
-            (Framing::Length(0), false)
-        );
-        assert_eq!(
-            framing("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n"),
-            (Framing::Length(0), false)
-        );
-        assert_eq!(
-            framing("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n"),
-            (Framing::Length(0), true)
-        );
-        assert_eq!(
-            framing(
-                "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n"
-            ),
-            (Framing::Chunked, false)
-        );
         let head = parse("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true)
             .expect("valid")
             .expect("complete");
