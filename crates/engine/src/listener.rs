@@ -441,7 +441,10 @@ async fn serve_http<S>(
     let timers = Timers {
         keepalive: limits.keepalive_timeout(),
         header_timeout: limits.header_timeout(),
-        send_timeout: limits.send_timeout(),
+        // At least 10 ms, as `watch` keeps between looks, however short the limit.
+        send_timeout: limits
+            .send_timeout()
+            .map(|t| t.max(Duration::from_millis(10))),
     };
     if h2 {
         activity.set_multiplexed();
@@ -601,11 +604,7 @@ async fn drive<C: Graceful>(
             }
             Watch::Until(at) => at,
         };
-        // At least 10 ms between looks, as `watch` keeps, however short the limit.
-        let next = match timers
-            .send_timeout
-            .map(|t| t.max(Duration::from_millis(10)))
-        {
+        let next = match timers.send_timeout {
             Some(limit) => match activity.write_blocked_since() {
                 // A client that stopped reading holds its response's origin connection: closed,
                 // as nginx's `send_timeout` does.
