@@ -10,13 +10,15 @@ import { send, until } from './helpers/client.js';
 import { createTestCerts, type TestCerts } from './helpers/certs.js';
 import { proxyConfig, startProxy, type TestProxy } from './helpers/proxy.js';
 import { upgradeStats } from './helpers/tlsclient.js';
-import { acceptFor, encodeFrame, FrameDecoder, OP, startWsOrigin, WsClient, wsHandshake, type WsOrigin } from './helpers/ws.js';
+import { acceptFor, encodeFrame, FrameDecoder, OP, startWsOrigin, WsClient, wsHandshake, type WsOrigin, type WsOriginConnection } from './helpers/ws.js';
 import type { GatehouseConfigInput } from '../ts/config/schema.js';
 
-async function setup(t: ExecutionContext, overrides: Partial<GatehouseConfigInput> = {}): Promise<{ origin: WsOrigin; proxy: TestProxy }> {
+type Overrides = Partial<GatehouseConfigInput>;
+
+async function setup(t: ExecutionContext, overrides: Overrides | ((originUrl: string) => Overrides) = {}): Promise<{ origin: WsOrigin; proxy: TestProxy }> {
   const origin = await startWsOrigin();
   t.teardown(() => origin.close());
-  const proxy = await startProxy(proxyConfig([origin.url], overrides));
+  const proxy = await startProxy(proxyConfig([origin.url], typeof overrides === 'function' ? overrides(origin.url) : overrides));
   t.teardown(() => proxy.close());
   return { origin, proxy };
 }
@@ -224,6 +226,39 @@ test('an upgraded connection still counts as a client connection (limits.max_con
   third.then((hs) => hs.socket.destroy(), () => undefined);
   const answered = await Promise.race([third.then(() => true, () => true), new Promise<boolean>((r) => setTimeout(() => r(false), 500).unref())]);
   t.false(answered, 'a third client waits for a free slot while two tunnels are open');
+});
+
+test('a tunnel that carries nothing either way for timeouts.tunnel is closed on both sides; traffic keeps it open', async (t) => {
+  const idleMs = 600;
+  const { origin, proxy } = await setup(t, (url) => ({
+    upstreams: { app: { backends: [{ url }], timeouts: { tunnel: `${idleMs}ms` } } },
+  }));
+  const ws = await open(t, proxy.port);
+  // A message every 200 ms for 1.2 s: twice the timeout in all, never that long apart.
+  for (let i = 0; i < 6; i++) {
+    await echo(t, ws, OP.TEXT, `tick ${i}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  t.deepEqual(upgradeStats(proxy.gateway), { active: 1, total: 1 }, 'still open while messages kept coming');
+  const quietFrom = Date.now();
+  t.true(await ws.waitEnd(5000), 'the proxy closed the quiet tunnel');
+  t.true(Date.now() - quietFrom >= idleMs - 250, 'not before the timeout (less the last echo’s wait)');
+  await until(() => origin.upgrades[0]?.closed === true, 'the origin side to close');
+  await until(() => upgradeStats(proxy.gateway).active === 0, 'the tunnel to be released');
+  t.is(proxy.gateway.stats().connections.active, 0, 'its client connection slot is free');
+});
+
+test('a tunnel whose client stops reading is closed after limits.send_timeout, although the client keeps writing', async (t) => {
+  const { origin, proxy } = await setup(t, { limits: { send_timeout: '500ms' } });
+  const ws = await open(t, proxy.port, '/flood');
+  ws.socket.pause(); // reads nothing: the origin's frames fill the sockets and the proxy's writes block
+  // The client keeps talking, so the tunnel is never idle; only the blocked direction is stuck.
+  const talk = setInterval(() => ws.socket.writable && ws.send(OP.PING, 'still here'), 100);
+  t.teardown(() => clearInterval(talk));
+  const conn = origin.upgrades[0] as WsOriginConnection;
+  await until(() => conn.closed, 'the origin side of the tunnel to be closed', 8000);
+  t.true(conn.received.length > 0, 'the client’s frames reached the origin meanwhile');
+  await until(() => upgradeStats(proxy.gateway).active === 0, 'the tunnel to be released');
 });
 
 let certs: TestCerts | undefined;

@@ -102,7 +102,8 @@ export interface WsOrigin {
 /**
  * An origin that accepts WebSocket upgrades and echoes every data frame (unmasked, as a server
  * must); answers a close frame with a close frame, then ends. `/refuse` answers 400 instead of 101;
- * `/server-closes` sends a close frame right after the handshake. Plain requests get 200 `plain <name>`.
+ * `/server-closes` sends a close frame right after the handshake; `/flood` sends binary frames for as
+ * long as its socket takes them (not recorded in `sent`). Plain requests get 200 `plain <name>`.
  */
 export async function startWsOrigin(name = 'ws'): Promise<WsOrigin> {
   const sockets = new Set<Socket>();
@@ -150,6 +151,18 @@ export async function startWsOrigin(name = 'ws'): Promise<WsOrigin> {
     // The http server's sockets allow half-open connections; a WebSocket peer that stops sending is gone.
     socket.on('end', () => socket.end());
     if (head.length > 0) onData(head);
+    if (req.url === '/flood') {
+      const frame = encodeFrame(OP.BINARY, Buffer.alloc(60 * 1024, 7), false);
+      const pump = (): void => {
+        while (!socket.destroyed) {
+          if (!socket.write(frame)) {
+            socket.once('drain', pump);
+            return;
+          }
+        }
+      };
+      pump();
+    }
     if (req.url === '/server-closes') {
       const bye = encodeFrame(OP.CLOSE, Buffer.from([0x03, 0xe8, ...Buffer.from('bye')]), false);
       conn.sent.push(bye);

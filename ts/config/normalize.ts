@@ -41,7 +41,7 @@ export interface EngineUpstream {
     connect_timeout_ms: number;
     queue_timeout_ms: number;
   };
-  timeouts: { response_ms: number; body_ms: number };
+  timeouts: { response_ms: number; body_ms: number; tunnel_ms: number };
   retries: { max: number; budget_percent: number; backoff_ms: number };
   passive_health: { consecutive_failures: number; ejection_time_ms: number; max_ejection_percent: number };
 }
@@ -65,7 +65,7 @@ export function toEngineConfig({ config, baseDir }: LoadedConfig, policyModes: P
         connect_timeout_ms: u.pool.connect_timeout,
         queue_timeout_ms: u.pool.queue_timeout,
       },
-      timeouts: { response_ms: u.timeouts.response, body_ms: u.timeouts.body },
+      timeouts: { response_ms: u.timeouts.response, body_ms: u.timeouts.body, tunnel_ms: u.timeouts.tunnel },
       retries: { max: u.retries.max, budget_percent: u.retries.budget_percent, backoff_ms: u.retries.backoff },
       passive_health: {
         consecutive_failures: u.passive_health.consecutive_failures,

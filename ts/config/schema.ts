@@ -126,6 +126,7 @@ export const upstreamSchema = z.strictObject({
     .strictObject({
       response: duration('30s').describe('from request sent to response head (504 when exceeded)'),
       body: duration('60s').describe("longest pause in a response body's arrival, then the client's response is cut short (0 = no limit, for event streams)"),
+      tunnel: duration('60s').describe('longest an upgraded connection (WebSocket) may carry no bytes either way before both sides are closed, as nginx (proxy_read_timeout) and HAProxy (timeout tunnel) do; raise it for quiet WebSocket apps (0 = no limit)'),
     })
     .prefault({}),
   retries: z

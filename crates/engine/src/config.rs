@@ -173,6 +173,8 @@ pub struct UpstreamTimeouts {
     pub response_ms: u64,
     /// The longest pause while the response body arrives; 0: no limit.
     pub body_ms: u64,
+    /// The longest an upgraded connection (WebSocket) may carry nothing either way; 0: no limit.
+    pub tunnel_ms: u64,
 }
 
 impl Default for UpstreamTimeouts {
@@ -180,6 +182,7 @@ impl Default for UpstreamTimeouts {
         Self {
             response_ms: 30_000,
             body_ms: 60_000,
+            tunnel_ms: 60_000,
         }
     }
 }

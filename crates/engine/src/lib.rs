@@ -28,6 +28,7 @@ pub mod response;
 pub mod routes;
 pub mod state;
 pub mod stats;
+pub mod tunnel;
 pub mod upstream;
 mod workers;
 

@@ -22,7 +22,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::access_log::AccessRecord;
@@ -37,11 +36,10 @@ use crate::listener::ListenerRuntime;
 use crate::response::{Exchange, PendingAccess, ResponseBody, UpgradeRequest};
 use crate::routes::normalize_host;
 use crate::state::ProxyState;
+use crate::tunnel::TunnelTimeouts;
 use crate::upstream::{BackendHandle, PolicyRequest, Upstream};
 use gatehouse_balance::Outcome;
-use gatehouse_pool::{
-    ConnectError, OriginBody, Payload, PooledConn, Progress, SendError, Upgraded,
-};
+use gatehouse_pool::{ConnectError, OriginBody, Payload, PooledConn, Progress, SendError};
 
 /// What one downstream connection shares with each of its requests.
 #[derive(Debug)]
@@ -181,7 +179,7 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
         Reply::Proxied(mut parts, body) => {
             headers::strip_hop_by_hop(&mut parts.headers);
             let body = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                tunnel(&ctx, &mut parts, body.into_upgraded(), &mut exchange);
+                crate::tunnel::open(&ctx, &mut parts, body.into_upgraded(), &mut exchange);
                 None
             } else {
                 Some(body)
@@ -217,62 +215,6 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
     }
     stats.count_response(response.status().as_u16());
     response
-}
-
-/// The origin accepted a protocol upgrade (WebSocket): answer the client's 101 and, once both
-/// sides have switched, pipe bytes both ways until either closes. The tunnel is independent of
-/// the configuration, so it survives reloads; it is counted in stats.
-fn tunnel(
-    ctx: &ConnContext,
-    parts: &mut http::response::Parts,
-    upstream: Option<Upgraded>,
-    exchange: &mut Exchange,
-) {
-    let Some(UpgradeRequest {
-        downstream: Some(downstream),
-        protocol,
-    }) = exchange.upgrade.take().map(|u| *u)
-    else {
-        return;
-    };
-    let Some(upstream) = upstream else {
-        return;
-    };
-    parts.headers.insert(header::UPGRADE, protocol);
-    parts
-        .headers
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    let shared = Arc::clone(&ctx.shared);
-    let slot = ctx.slot.lock().take();
-    tokio::spawn(async move {
-        // Until the tunnel closes, it counts as the client connection it was.
-        let _slot = slot;
-        let Ok(down) = downstream.await else {
-            return;
-        };
-        let mut down = hyper_util::rt::TokioIo::new(down);
-        // What the origin sent right after its 101 came with the response head.
-        let Upgraded {
-            stream: mut up,
-            read_ahead,
-        } = upstream;
-        if down.write_all(&read_ahead).await.is_err() {
-            return;
-        }
-        let stats = &shared.stats;
-        stats
-            .upgrades_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        stats
-            .upgrades_active
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-            tracing::debug!(error = %e, "upgraded connection ended");
-        }
-        stats
-            .upgrades_active
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    });
 }
 
 /// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` plus `Upgrade`).
@@ -360,6 +302,10 @@ async fn forward(
         exchange.upgrade = Some(Box::new(UpgradeRequest {
             downstream: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
             protocol,
+            timeouts: TunnelTimeouts {
+                idle: upstream.tunnel_timeout,
+                send: limits.send_timeout(),
+            },
         }));
     }
     let plan = match cache {

@@ -54,6 +54,8 @@ pub struct UpgradeRequest {
     pub downstream: Option<hyper::upgrade::OnUpgrade>,
     /// The `Upgrade` value the client asked for.
     pub protocol: http::HeaderValue,
+    /// The tunnel's timers, if the origin agrees to switch.
+    pub timeouts: crate::tunnel::TunnelTimeouts,
 }
 
 impl Exchange {

@@ -130,6 +130,8 @@ impl ProxyState {
                     response_timeout: Duration::from_millis(up.timeouts.response_ms),
                     body_timeout: (up.timeouts.body_ms > 0)
                         .then(|| Duration::from_millis(up.timeouts.body_ms)),
+                    tunnel_timeout: (up.timeouts.tunnel_ms > 0)
+                        .then(|| Duration::from_millis(up.timeouts.tunnel_ms)),
                     retries: up.retries.clone(),
                     passive: up.passive_health.clone(),
                 },

@@ -97,6 +97,8 @@ pub struct Upstream {
     pub response_timeout: Duration,
     /// The longest pause in a response body (`None`: no limit).
     pub body_timeout: Option<Duration>,
+    /// The longest an upgraded connection may stay silent (`None`: no limit).
+    pub tunnel_timeout: Option<Duration>,
     pub retries: RetrySettings,
     pub passive: PassiveHealth,
     budget: RetryBudget,
@@ -117,6 +119,7 @@ pub struct UpstreamSettings {
     pub algorithm: Option<Algorithm>,
     pub response_timeout: Duration,
     pub body_timeout: Option<Duration>,
+    pub tunnel_timeout: Option<Duration>,
     pub retries: RetrySettings,
     pub passive: PassiveHealth,
 }
@@ -136,6 +139,7 @@ impl Upstream {
             uses_policy: settings.algorithm.is_none(),
             response_timeout: settings.response_timeout,
             body_timeout: settings.body_timeout,
+            tunnel_timeout: settings.tunnel_timeout,
             retries: settings.retries,
             passive: settings.passive,
             budget: RetryBudget {
@@ -265,6 +269,7 @@ mod tests {
                 algorithm: Some(Algorithm::RoundRobin),
                 response_timeout: Duration::from_secs(1),
                 body_timeout: None,
+                tunnel_timeout: None,
                 retries: RetrySettings {
                     max: 2,
                     ..RetrySettings::default()
