@@ -401,6 +401,61 @@ test('keepalive_timeout: a stream longer than the idle timeout completes; the co
   t.is(outcome, 'closed', 'the idle connection is closed');
 });
 
+test('send_timeout: a stream the client leaves without flow-control window frees its origin connection; the connection goes on', async (t) => {
+  const size = 256 << 20;
+  let originClosed = false;
+  const origin = await startOrigin((req, res) => {
+    if (req.url !== '/endless') {
+      res.end('other');
+      return;
+    }
+    res.socket?.once('close', () => (originClosed = true));
+    res.writeHead(200, { 'content-length': String(size) });
+    const chunk = Buffer.alloc(64 << 10);
+    let sent = 0;
+    const pump = (): void => {
+      while (sent < size && !res.destroyed) {
+        sent += chunk.length;
+        if (!res.write(chunk)) {
+          res.once('drain', pump);
+          return;
+        }
+      }
+    };
+    pump();
+  });
+  t.teardown(() => origin.close());
+  const proxy = await proxyFor(t, origin, { limits: { send_timeout: '500ms' } });
+  const session = await h2session(t, proxy.url);
+  // Node.js grants a stream window only as its data is read: a paused stream gets none, while
+  // the connection (its window, its socket) carries on.
+  const stream = session.request({ ':path': '/endless' });
+  stream.pause();
+  stream.on('error', () => undefined);
+  const closed = new Promise<number | undefined>((resolve) => stream.on('close', () => resolve(stream.rstCode)));
+  await until(() => originClosed, "the starved stream's origin connection to be closed", 8000);
+  const other = await h2request(session, { ':path': '/other' });
+  t.is(other.status, 200, 'another stream on the same connection is served');
+  t.is(other.body.toString(), 'other');
+  // Reading again, the client learns its response was cut short: a reset, not an end.
+  stream.resume();
+  t.is(await closed, constants.NGHTTP2_INTERNAL_ERROR);
+});
+
+test('send_timeout on HTTP/2 streams: an origin pausing mid-body longer than it is the origin’s wait, not a stall', async (t) => {
+  const origin = await startOrigin((_req, res) => {
+    res.writeHead(200, { 'content-length': '10' });
+    res.write('first');
+    setTimeout(() => res.end('-last'), 1500);
+  });
+  t.teardown(() => origin.close());
+  const proxy = await proxyFor(t, origin, { limits: { send_timeout: '300ms' } });
+  const session = await h2session(t, proxy.url);
+  const r = await h2request(session, { ':path': '/pausing' });
+  t.is(r.status, 200);
+  t.is(r.body.toString(), 'first-last', 'the whole body, after the pause');
+});
+
 // RFC 9113 §9.1: an idle HTTP/2 connection is closed with a GOAWAY, so a client that sends a
 // request as it closes can tell whether it was processed. A graceful GOAWAY may first carry the
 // maximum stream id (§6.8) before the final one.

@@ -26,6 +26,7 @@ mod parking;
 pub mod proxy;
 pub mod response;
 pub mod routes;
+mod starved;
 pub mod state;
 pub mod stats;
 pub mod tunnel;

@@ -173,6 +173,10 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
         request_id = Some(id);
     }
 
+    // An HTTP/2 stream can be starved of flow-control window while its connection looks fine.
+    let starvable = (req.version() == Version::HTTP_2)
+        .then(|| state.limits.send_timeout())
+        .flatten();
     let reply = forward(req, &ctx, &state, &mut exchange, request_id).await;
     let cache_status = exchange.cache_status;
     let mut response = match reply {
@@ -190,7 +194,13 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
             // the client's version.
             parts.version = Version::HTTP_11;
             let body = match body {
-                Some(body) => ResponseBody::upstream(body, exchange, status),
+                Some(body) => {
+                    let mut body = ResponseBody::upstream(body, exchange, status);
+                    if let Some(limit) = starvable {
+                        body.watch_starvation(limit);
+                    }
+                    body
+                }
                 None => ResponseBody::full(Bytes::new(), exchange, status),
             };
             Response::from_parts(parts, body)

@@ -9,6 +9,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use gatehouse_balance::InFlight;
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::conn::RequestGuard;
+use crate::starved::Starvable;
 use gatehouse_pool::{BodyError, OriginBody};
 
 /// Per-request state that must outlive the handler and end with the response body.
@@ -101,6 +103,8 @@ impl Drop for Exchange {
 enum Content {
     Full(Option<Bytes>),
     Upstream(OriginBody),
+    /// An origin body on an HTTP/2 stream, watched for flow-control starvation.
+    Starvable(Starvable),
     /// A stored response from the cache, in the chunks it was stored in (shared with the
     /// entry, no copy), and the index of the next chunk to send.
     Cached(Option<Arc<[Bytes]>>, usize),
@@ -161,6 +165,59 @@ impl ResponseBody {
             exchange,
         }
     }
+
+    /// HTTP/2: an origin body still reading from its connection is dropped, and the connection
+    /// closed, when the client leaves its stream without window for `limit` (see
+    /// [`crate::starved`]).
+    pub fn watch_starvation(&mut self, limit: Duration) {
+        let content = std::mem::replace(&mut self.content, Content::Full(None));
+        self.content = match content {
+            Content::Upstream(body) if body.holds_connection() => {
+                Content::Starvable(Starvable::new(body, limit))
+            }
+            other => other,
+        };
+    }
+}
+
+/// Polls an origin's body for the client, keeping the exchange's books: bytes sent, the cache's
+/// copy, the end of the origin's part.
+fn poll_upstream<B>(
+    body: &mut B,
+    exchange: &mut Exchange,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>>
+where
+    B: Body<Data = Bytes, Error = BodyError> + Unpin,
+{
+    let polled = Pin::new(&mut *body).poll_frame(cx);
+    match &polled {
+        Poll::Ready(Some(Ok(frame))) => {
+            if let Some(data) = frame.data_ref() {
+                exchange.bytes += data.len() as u64;
+                if let Some(store) = &mut exchange.cache_store {
+                    store.write(data);
+                }
+            }
+            if body.is_end_stream() {
+                exchange.upstream_done();
+            }
+        }
+        Poll::Ready(None) => exchange.upstream_done(),
+        Poll::Ready(Some(Err(e))) => {
+            let backend = exchange.backend.as_ref().map(|b| b.backend().url());
+            if matches!(e, BodyError::TimedOut) {
+                // nginx logs "upstream timed out … while reading upstream" as an error.
+                tracing::warn!(backend, "response body cut short: {e}");
+            } else {
+                tracing::debug!(backend, error = %e, "upstream response body failed");
+            }
+            // The body has closed its connection; dropping the store handle stores nothing.
+            exchange.cache_store = None;
+        }
+        Poll::Pending => {}
+    }
+    polled
 }
 
 impl Body for ResponseBody {
@@ -189,37 +246,8 @@ impl Body for ResponseBody {
                     Ok(Frame::data(d.clone()))
                 }))
             }
-            Content::Upstream(body) => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let Some(data) = frame.data_ref() {
-                            this.exchange.bytes += data.len() as u64;
-                            if let Some(store) = &mut this.exchange.cache_store {
-                                store.write(data);
-                            }
-                        }
-                        if body.is_end_stream() {
-                            this.exchange.upstream_done();
-                        }
-                    }
-                    Poll::Ready(None) => this.exchange.upstream_done(),
-                    Poll::Ready(Some(Err(e))) => {
-                        let backend = this.exchange.backend.as_ref().map(|b| b.backend().url());
-                        if matches!(e, BodyError::TimedOut) {
-                            // nginx logs "upstream timed out … while reading upstream" as an error.
-                            tracing::warn!(backend, "response body cut short: {e}");
-                        } else {
-                            tracing::debug!(backend, error = %e, "upstream response body failed");
-                        }
-                        // The body has closed its connection; dropping the store handle stores
-                        // nothing.
-                        this.exchange.cache_store = None;
-                    }
-                    Poll::Pending => {}
-                }
-                polled
-            }
+            Content::Upstream(body) => poll_upstream(body, &mut this.exchange, cx),
+            Content::Starvable(body) => poll_upstream(body, &mut this.exchange, cx),
         }
     }
 
@@ -227,6 +255,7 @@ impl Body for ResponseBody {
         match &self.content {
             Content::Full(data) => data.is_none(),
             Content::Upstream(body) => body.is_end_stream(),
+            Content::Starvable(body) => body.is_end_stream(),
             Content::Cached(..) => self.cached_rest().iter().all(Bytes::is_empty),
         }
     }
@@ -237,6 +266,7 @@ impl Body for ResponseBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Content::Upstream(body) => body.size_hint(),
+            Content::Starvable(body) => body.size_hint(),
             Content::Cached(..) => {
                 SizeHint::with_exact(self.cached_rest().iter().map(|c| c.len() as u64).sum())
             }

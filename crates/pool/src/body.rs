@@ -111,6 +111,11 @@ impl OriginBody {
         }
     }
 
+    /// The rest of the body is still to be read from the origin's connection, which it holds.
+    pub fn holds_connection(&self) -> bool {
+        matches!(self.inner, Inner::Reading(_))
+    }
+
     /// The connection of a `101 Switching Protocols` response, now the tunnel's.
     pub fn into_upgraded(self) -> Option<Upgraded> {
         match self.inner {
