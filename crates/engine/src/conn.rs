@@ -103,6 +103,11 @@ impl ConnActivity {
         }
     }
 
+    /// The connection speaks HTTP/2.
+    pub fn is_multiplexed(&self) -> bool {
+        self.multiplexed.load(Ordering::Relaxed)
+    }
+
     /// Marks the connection as HTTP/2 (see `multiplexed`).
     pub fn set_multiplexed(&self) {
         self.multiplexed.store(true, Ordering::Relaxed);

@@ -173,10 +173,6 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
         request_id = Some(id);
     }
 
-    // An HTTP/2 stream can be starved of flow-control window while its connection looks fine.
-    let starvable = (req.version() == Version::HTTP_2)
-        .then(|| state.limits.send_timeout())
-        .flatten();
     let reply = forward(req, &ctx, &state, &mut exchange, request_id).await;
     let cache_status = exchange.cache_status;
     let mut response = match reply {
@@ -196,8 +192,12 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
             let body = match body {
                 Some(body) => {
                     let mut body = ResponseBody::upstream(body, exchange, status);
-                    if let Some(limit) = starvable {
-                        body.watch_starvation(limit);
+                    // An HTTP/2 stream can be starved of flow-control window while its
+                    // connection looks fine.
+                    if ctx.activity.is_multiplexed() {
+                        if let Some(limit) = state.limits.send_timeout() {
+                            body.watch_starvation(limit);
+                        }
                     }
                     body
                 }
@@ -225,6 +225,26 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
     }
     stats.count_response(response.status().as_u16());
     response
+}
+
+/// What a request asking to switch protocols needs kept until the origin agrees (`None` when it
+/// does not ask). Rare, and kept out of `forward`'s body so that it stays inlined.
+#[cold]
+#[inline(never)]
+fn upgrade_request(
+    parts: &mut http::request::Parts,
+    upstream: &Upstream,
+    state: &ProxyState,
+) -> Option<Box<UpgradeRequest>> {
+    let protocol = upgrade_protocol(parts)?;
+    Some(Box::new(UpgradeRequest {
+        downstream: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+        protocol,
+        timeouts: TunnelTimeouts {
+            idle: upstream.tunnel_timeout,
+            send: state.limits.send_timeout(),
+        },
+    }))
 }
 
 /// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` plus `Upgrade`).
@@ -308,15 +328,8 @@ async fn forward(
     // Only a request with a `Connection` field can ask for an upgrade.
     let may_upgrade = facts.has_connection;
     let (mut parts, incoming) = req.into_parts();
-    if let Some(protocol) = may_upgrade.then(|| upgrade_protocol(&parts)).flatten() {
-        exchange.upgrade = Some(Box::new(UpgradeRequest {
-            downstream: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
-            protocol,
-            timeouts: TunnelTimeouts {
-                idle: upstream.tunnel_timeout,
-                send: limits.send_timeout(),
-            },
-        }));
+    if may_upgrade {
+        exchange.upgrade = upgrade_request(&mut parts, upstream, state);
     }
     let plan = match cache {
         Some(cache) => {

@@ -251,6 +251,7 @@ impl Body for ResponseBody {
         }
     }
 
+    #[inline]
     fn is_end_stream(&self) -> bool {
         match &self.content {
             Content::Full(data) => data.is_none(),
@@ -260,6 +261,7 @@ impl Body for ResponseBody {
         }
     }
 
+    #[inline]
     fn size_hint(&self) -> SizeHint {
         match &self.content {
             Content::Full(data) => {

@@ -96,10 +96,13 @@ impl Drop for Starvable {
     }
 }
 
+// Kept out of line: `ResponseBody` matches on its content for every response, and these would
+// otherwise swell the common case's code past what gets inlined.
 impl Body for Starvable {
     type Data = Bytes;
     type Error = BodyError;
 
+    #[inline(never)]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -132,6 +135,7 @@ impl Body for Starvable {
         polled
     }
 
+    #[inline(never)]
     fn is_end_stream(&self) -> bool {
         self.shared
             .body
@@ -141,6 +145,7 @@ impl Body for Starvable {
             .is_some_and(OriginBody::is_end_stream)
     }
 
+    #[inline(never)]
     fn size_hint(&self) -> SizeHint {
         self.shared
             .body
