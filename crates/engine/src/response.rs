@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::conn::RequestGuard;
 use crate::starved::Starvable;
+use gatehouse_cache::StoreHandle;
 use gatehouse_pool::{BodyError, OriginBody};
 
 /// Per-request state that must outlive the handler and end with the response body.
@@ -81,11 +82,7 @@ impl Exchange {
     /// The origin's response has been read to the end: a response on its way into the cache is
     /// complete.
     pub fn upstream_done(&mut self) {
-        if let Some(store) = self.cache_store.take() {
-            if let Err(reason) = (*store).finish() {
-                tracing::debug!(reason = reason.as_str(), "response not cached");
-            }
-        }
+        finish_store(&mut self.cache_store);
     }
 }
 
@@ -166,46 +163,66 @@ impl ResponseBody {
         }
     }
 
-    /// HTTP/2: an origin body still reading from its connection is dropped, and the connection
-    /// closed, when the client leaves its stream without window for `limit` (see
-    /// [`crate::starved`]).
+    /// HTTP/2: an origin body still reading from its connection is dropped, with the connection,
+    /// the backend's in-flight count and the cache's copy, when the client leaves its stream
+    /// without window for `limit` (see [`crate::starved`]).
     pub fn watch_starvation(&mut self, limit: Duration) {
         let content = std::mem::replace(&mut self.content, Content::Full(None));
         self.content = match content {
             Content::Upstream(body) if body.holds_connection() => {
-                Content::Starvable(Starvable::new(body, limit))
+                let exchange = &mut self.exchange;
+                Content::Starvable(Starvable::new(
+                    body,
+                    exchange.backend.take(),
+                    exchange.cache_store.take(),
+                    limit,
+                ))
             }
             other => other,
         };
     }
 }
 
-/// Polls an origin's body for the client, keeping the exchange's books: bytes sent, the cache's
-/// copy, the end of the origin's part.
-fn poll_upstream<B>(
-    body: &mut B,
-    exchange: &mut Exchange,
+/// A response on its way into the cache is complete.
+fn finish_store(store: &mut Option<Box<StoreHandle>>) {
+    if let Some(store) = store.take() {
+        if let Err(reason) = (*store).finish() {
+            tracing::debug!(reason = reason.as_str(), "response not cached");
+        }
+    }
+}
+
+/// What an origin body's frames are accounted to: the bytes sent, the cache's copy, and the
+/// backend (named in logs).
+pub(crate) struct Books<'a> {
+    pub bytes: &'a mut u64,
+    pub store: &'a mut Option<Box<StoreHandle>>,
+    pub backend: Option<&'a InFlight>,
+}
+
+/// Polls an origin's body for the client, keeping its books; the cache's copy is finished with
+/// the origin's last byte.
+pub(crate) fn poll_origin(
+    body: &mut OriginBody,
+    books: Books<'_>,
     cx: &mut Context<'_>,
-) -> Poll<Option<Result<Frame<Bytes>, BodyError>>>
-where
-    B: Body<Data = Bytes, Error = BodyError> + Unpin,
-{
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
     let polled = Pin::new(&mut *body).poll_frame(cx);
     match &polled {
         Poll::Ready(Some(Ok(frame))) => {
             if let Some(data) = frame.data_ref() {
-                exchange.bytes += data.len() as u64;
-                if let Some(store) = &mut exchange.cache_store {
+                *books.bytes += data.len() as u64;
+                if let Some(store) = books.store {
                     store.write(data);
                 }
             }
             if body.is_end_stream() {
-                exchange.upstream_done();
+                finish_store(books.store);
             }
         }
-        Poll::Ready(None) => exchange.upstream_done(),
+        Poll::Ready(None) => finish_store(books.store),
         Poll::Ready(Some(Err(e))) => {
-            let backend = exchange.backend.as_ref().map(|b| b.backend().url());
+            let backend = books.backend.map(|b| b.backend().url());
             if matches!(e, BodyError::TimedOut) {
                 // nginx logs "upstream timed out … while reading upstream" as an error.
                 tracing::warn!(backend, "response body cut short: {e}");
@@ -213,7 +230,7 @@ where
                 tracing::debug!(backend, error = %e, "upstream response body failed");
             }
             // The body has closed its connection; dropping the store handle stores nothing.
-            exchange.cache_store = None;
+            *books.store = None;
         }
         Poll::Pending => {}
     }
@@ -246,8 +263,16 @@ impl Body for ResponseBody {
                     Ok(Frame::data(d.clone()))
                 }))
             }
-            Content::Upstream(body) => poll_upstream(body, &mut this.exchange, cx),
-            Content::Starvable(body) => poll_upstream(body, &mut this.exchange, cx),
+            Content::Upstream(body) => {
+                let exchange = &mut this.exchange;
+                let books = Books {
+                    bytes: &mut exchange.bytes,
+                    store: &mut exchange.cache_store,
+                    backend: exchange.backend.as_ref(),
+                };
+                poll_origin(body, books, cx)
+            }
+            Content::Starvable(body) => body.poll_frame(&mut this.exchange.bytes, cx),
         }
     }
 

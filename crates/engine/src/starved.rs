@@ -1,30 +1,39 @@
 //! HTTP/2 streams starved by flow control.
 //!
 //! `limits.send_timeout` closes a client whose socket stays unwritable, but an HTTP/2 client can
-//! stall one stream alone: it grants the stream no window, hyper stops asking the response body
-//! for data, and the origin connection the body reads from stays held for as long as the client
-//! likes (a slow-read on one stream exhausts a backend's pool while the connection looks busy
-//! and healthy). nginx applies `send_timeout` to a stream waiting for window; so does gatehouse.
+//! stall one stream alone: it grants the stream no window, hyper holds the frame it has and stops
+//! asking the response body for more, and the origin connection the body reads from stays held
+//! for as long as the client likes (a slow read on one stream exhausts a backend's pool while
+//! the connection looks busy and healthy). nginx applies `send_timeout` to a stream waiting for
+//! window; so does gatehouse.
 //!
-//! An origin body on an HTTP/2 stream is shared with a watcher task. The body notes when it last
-//! answered hyper with a frame; a wait on the origin is not the client's stall and clears the
-//! note (the origin's pauses are `timeouts.body`'s). When hyper has not come back for more
-//! within the send timeout, the watcher drops the origin body, which closes its connection and
-//! frees its pool slot; the stream fails when hyper next asks for data (hyper resets it).
-//! Bodies that came whole with their head hold no connection and are not watched.
+//! An origin body on an HTTP/2 stream is shared with a watcher task, together with what the
+//! exchange holds on the origin's behalf: the backend's in-flight count (which least-connections
+//! balancing reads) and the cache's copy in the making (whose lease makes concurrent misses for
+//! the URL wait). The body notes when it last answered hyper with a frame; a wait on the origin
+//! is not the client's stall and clears the note (the origin's pauses are `timeouts.body`'s).
+//! When hyper has not come back for more within the send timeout, the watcher drops all three:
+//! the origin connection closes and its pool slot is free. The stream itself fails when hyper
+//! next asks for data (hyper resets it), or ends with its connection; until then it holds only
+//! the client's own stream slot and the exchange's bookkeeping (its access-log line is written
+//! when the stream ends). Bodies that came whole with their head hold no connection and are not
+//! watched; a streamed one costs a task, a timer and a lock per frame.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use gatehouse_balance::InFlight;
+use gatehouse_cache::StoreHandle;
 use gatehouse_pool::{BodyError, OriginBody};
 use http_body::{Body, Frame, SizeHint};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+
+use crate::response::{poll_origin, Books};
 
 const WAITING: u64 = u64::MAX;
 
@@ -34,10 +43,17 @@ pub struct Starvable {
     watcher: AbortHandle,
 }
 
+/// What the watcher drops when the stream starves.
+struct Held {
+    body: OriginBody,
+    backend: Option<InFlight>,
+    store: Option<Box<StoreHandle>>,
+}
+
 struct Shared {
     base: Instant,
     /// `None` once the watcher has dropped it.
-    body: parking_lot::Mutex<Option<OriginBody>>,
+    held: parking_lot::Mutex<Option<Held>>,
     /// Milliseconds after `base` when the body last answered hyper with a frame, or `WAITING`
     /// while hyper waits on the origin.
     answered: AtomicU64,
@@ -59,8 +75,10 @@ impl Shared {
         if due > now {
             return Some(due);
         }
-        if self.body.lock().take().is_some() {
+        if let Some(held) = self.held.lock().take() {
+            let backend = held.backend.as_ref().map(|b| b.backend().url());
             tracing::warn!(
+                backend,
                 "HTTP/2 stream left without flow-control window for limits.send_timeout: \
                  its origin connection is closed"
             );
@@ -71,12 +89,20 @@ impl Shared {
 
 impl Starvable {
     /// Watches `body` (which should hold its connection) on a task of this runtime.
-    pub fn new(body: OriginBody, limit: Duration) -> Self {
+    pub fn new(
+        body: OriginBody,
+        backend: Option<InFlight>,
+        store: Option<Box<StoreHandle>>,
+        limit: Duration,
+    ) -> Self {
         let shared = Arc::new(Shared {
             base: Instant::now(),
-            body: parking_lot::Mutex::new(Some(body)),
-            // The stall clock starts with the head: a stream granted no window at all is
-            // never asked for its first frame.
+            held: parking_lot::Mutex::new(Some(Held {
+                body,
+                backend,
+                store,
+            })),
+            // The stall clock starts with the head, for a client that grants no window at all.
             answered: AtomicU64::new(0),
         });
         let watched = Arc::clone(&shared);
@@ -88,35 +114,35 @@ impl Starvable {
         .abort_handle();
         Self { shared, watcher }
     }
-}
 
-impl Drop for Starvable {
-    fn drop(&mut self) {
-        self.watcher.abort();
-    }
-}
-
-// Kept out of line: `ResponseBody` matches on its content for every response, and these would
-// otherwise swell the common case's code past what gets inlined.
-impl Body for Starvable {
-    type Data = Bytes;
-    type Error = BodyError;
-
+    /// The body's next frame, its bytes counted in `bytes`. Kept out of line, as are the other
+    /// two: `ResponseBody` matches on its content for every response, and these would otherwise
+    /// swell the common case's code past what gets inlined.
     #[inline(never)]
-    fn poll_frame(
-        self: Pin<&mut Self>,
+    pub fn poll_frame(
+        &mut self,
+        bytes: &mut u64,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        let shared = &this.shared;
-        let mut body = shared.body.lock();
-        let Some(inner) = body.as_mut() else {
+        let shared = &self.shared;
+        let mut held = shared.held.lock();
+        let Some(Held {
+            body,
+            backend,
+            store,
+        }) = held.as_mut()
+        else {
             return Poll::Ready(Some(Err(BodyError::Io(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client left the stream without window for limits.send_timeout",
             )))));
         };
-        let polled = Pin::new(&mut *inner).poll_frame(cx);
+        let books = Books {
+            bytes,
+            store,
+            backend: backend.as_ref(),
+        };
+        let polled = poll_origin(body, books, cx);
         let ended = match &polled {
             Poll::Pending => {
                 shared.answered.store(WAITING, Ordering::Relaxed);
@@ -124,33 +150,39 @@ impl Body for Starvable {
             }
             Poll::Ready(Some(Ok(_))) => {
                 shared.answered.store(shared.now_ms(), Ordering::Relaxed);
-                inner.is_end_stream()
+                body.is_end_stream()
             }
             Poll::Ready(None | Some(Err(_))) => true,
         };
         if ended {
             // Nothing more to wait for: hyper will not ask again.
-            this.watcher.abort();
+            self.watcher.abort();
         }
         polled
     }
 
     #[inline(never)]
-    fn is_end_stream(&self) -> bool {
+    pub fn is_end_stream(&self) -> bool {
         self.shared
-            .body
+            .held
             .lock()
             .as_ref()
             // A body the watcher dropped is not at its end: hyper must ask, and fail the stream.
-            .is_some_and(OriginBody::is_end_stream)
+            .is_some_and(|h| h.body.is_end_stream())
     }
 
     #[inline(never)]
-    fn size_hint(&self) -> SizeHint {
+    pub fn size_hint(&self) -> SizeHint {
         self.shared
-            .body
+            .held
             .lock()
             .as_ref()
-            .map_or_else(SizeHint::default, OriginBody::size_hint)
+            .map_or_else(SizeHint::default, |h| h.body.size_hint())
+    }
+}
+
+impl Drop for Starvable {
+    fn drop(&mut self) {
+        self.watcher.abort();
     }
 }
