@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use gatehouse_pool::Upgraded;
 use http::header::{self, HeaderValue};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -174,8 +175,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<'_, S> {
         polled
     }
 
+    // A TLS stream takes writes into its buffer and blocks in the flush that sends them.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.progress.note_write(self.side, &polled);
+        polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -215,19 +219,15 @@ pub(crate) fn open(
         let Ok(down) = downstream.await else {
             return;
         };
-        let mut down = hyper_util::rt::TokioIo::new(down);
-        // What the origin sent right after its 101 came with the response head.
+        let down = hyper_util::rt::TokioIo::new(down);
         let Upgraded {
             stream: up,
             read_ahead,
         } = upstream;
-        if down.write_all(&read_ahead).await.is_err() {
-            return;
-        }
         let stats = &shared.stats;
         stats.upgrades_total.fetch_add(1, Ordering::Relaxed);
         stats.upgrades_active.fetch_add(1, Ordering::Relaxed);
-        match pipe(down, up, timeouts).await {
+        match pipe(down, up, read_ahead, timeouts).await {
             TunnelEnd::Closed => {}
             TunnelEnd::Idle => tracing::debug!("tunnel closed: idle for timeouts.tunnel"),
             TunnelEnd::Stalled => {
@@ -239,8 +239,14 @@ pub(crate) fn open(
 }
 
 /// Pipes `client` and `origin` into each other until either closes or a timer ends the tunnel;
-/// both are closed when this returns.
-pub async fn pipe<C, O>(client: C, origin: O, timeouts: TunnelTimeouts) -> TunnelEnd
+/// both are closed when this returns. `read_ahead` (what the origin sent right after its 101,
+/// read with the response head) goes to the client first, under the same timers.
+pub async fn pipe<C, O>(
+    client: C,
+    origin: O,
+    read_ahead: Bytes,
+    timeouts: TunnelTimeouts,
+) -> TunnelEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
     O: AsyncRead + AsyncWrite + Unpin,
@@ -256,8 +262,12 @@ where
         progress: &progress,
         side: 1,
     };
+    let copy = async {
+        client.write_all(&read_ahead).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut origin).await
+    };
     tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut client, &mut origin) => {
+        copied = copy => {
             if let Err(e) = copied {
                 tracing::debug!(error = %e, "upgraded connection ended");
             }
@@ -283,7 +293,12 @@ mod tests {
     async fn bytes_pass_both_ways_and_a_close_ends_the_tunnel() {
         let (client, mut client_peer) = duplex(64);
         let (origin, mut origin_peer) = duplex(64);
-        let tunnel = tokio::spawn(pipe(client, origin, timeouts(Some(IDLE), Some(SEND))));
+        let tunnel = tokio::spawn(pipe(
+            client,
+            origin,
+            Bytes::new(),
+            timeouts(Some(IDLE), Some(SEND)),
+        ));
         client_peer.write_all(b"ping").await.unwrap();
         let mut got = [0u8; 4];
         origin_peer.read_exact(&mut got).await.unwrap();
@@ -301,7 +316,12 @@ mod tests {
         let (client, mut client_peer) = duplex(64);
         let (origin, mut origin_peer) = duplex(64);
         let started = Instant::now();
-        let tunnel = tokio::spawn(pipe(client, origin, timeouts(Some(IDLE), None)));
+        let tunnel = tokio::spawn(pipe(
+            client,
+            origin,
+            Bytes::new(),
+            timeouts(Some(IDLE), None),
+        ));
         // A message every 6 s for 30 s: more than the idle timeout in all, never that long apart.
         let mut got = [0u8; 2];
         for _ in 0..5 {
@@ -329,7 +349,12 @@ mod tests {
         // so the tunnel is never idle.
         let (client, mut client_peer) = duplex(16);
         let (origin, mut origin_peer) = duplex(1 << 20);
-        let tunnel = tokio::spawn(pipe(client, origin, timeouts(Some(IDLE), Some(SEND))));
+        let tunnel = tokio::spawn(pipe(
+            client,
+            origin,
+            Bytes::new(),
+            timeouts(Some(IDLE), Some(SEND)),
+        ));
         origin_peer.write_all(&[7u8; 4096]).await.unwrap();
         let mut got = [0u8; 2];
         for _ in 0..20 {
@@ -345,10 +370,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn what_came_with_the_origins_head_goes_first_under_the_same_timers() {
+        let (client, mut client_peer) = duplex(64);
+        let (origin, mut origin_peer) = duplex(64);
+        let read_ahead = Bytes::from_static(b"early");
+        let tunnel = tokio::spawn(pipe(client, origin, read_ahead, timeouts(None, Some(SEND))));
+        origin_peer.write_all(b"-late").await.unwrap();
+        let mut got = [0u8; 10];
+        client_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"early-late");
+        // A client that reads nothing while the origin's first burst is bigger than its socket.
+        let (client, _client_peer) = duplex(16);
+        let (origin, _origin_peer) = duplex(64);
+        let burst = Bytes::from(vec![1u8; 4096]);
+        let stalled = tokio::spawn(pipe(client, origin, burst, timeouts(None, Some(SEND))));
+        assert_eq!(stalled.await.unwrap(), TunnelEnd::Stalled);
+        tunnel.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn without_timeouts_a_silent_tunnel_stays_open() {
         let (client, _client_peer) = duplex(64);
         let (origin, _origin_peer) = duplex(64);
-        let tunnel = tokio::spawn(pipe(client, origin, TunnelTimeouts::default()));
+        let tunnel = tokio::spawn(pipe(
+            client,
+            origin,
+            Bytes::new(),
+            TunnelTimeouts::default(),
+        ));
         tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
         assert!(!tunnel.is_finished());
         tunnel.abort();
