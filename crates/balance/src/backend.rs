@@ -149,7 +149,11 @@ impl Backend {
     /// Feeds one response latency into the peak-EWMA: a slower sample is taken at once (peak),
     /// faster ones pull the average down with exponential decay over time.
     pub fn observe_latency(&self, latency: Duration) {
-        let now = now_ms();
+        self.observe_latency_at(latency, now_ms());
+    }
+
+    /// [`Self::observe_latency`] at `now` (a [`now_ms`] reading).
+    pub(crate) fn observe_latency_at(&self, latency: Duration, now: u64) {
         let sample = latency.as_secs_f64() * 1e6;
         let old = f64::from_bits(self.latency_ewma.load(Ordering::Relaxed));
         let last = self.latency_stamp.swap(now, Ordering::Relaxed);
@@ -165,6 +169,20 @@ impl Backend {
     /// Latency EWMA in microseconds; 0 before the first response.
     pub fn latency_ewma_us(&self) -> f64 {
         f64::from_bits(self.latency_ewma.load(Ordering::Relaxed))
+    }
+
+    /// The latency estimate as selection weighs it at `now` (a [`now_ms`] reading): the average
+    /// decayed toward zero for the time since its last sample. A backend that stopped being
+    /// picked after a slow spell gets no new samples, so without the decay its spike would keep
+    /// it out for ever; with it, it is tried again once its estimate has fallen to the others'
+    /// (peak EWMA as Finagle and Linkerd do it).
+    pub fn latency_cost_us(&self, now: u64) -> f64 {
+        let since = now.saturating_sub(self.latency_stamp.load(Ordering::Relaxed));
+        let ewma = self.latency_ewma_us();
+        if since == 0 {
+            return ewma;
+        }
+        ewma * (-(since as f64) / LATENCY_DECAY_MS).exp()
     }
 
     pub fn stats(&self) -> BackendStats {

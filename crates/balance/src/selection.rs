@@ -301,11 +301,15 @@ fn weighted_random(backends: &[Arc<Backend>], ctx: &SelectContext<'_>) -> Option
 }
 
 /// Power of two choices: two random eligible backends, the one with the lower expected cost
-/// (peak-EWMA latency × (in-flight + 1)) wins. Backends without a latency sample yet cost
-/// nothing, so they are tried early.
+/// (peak-EWMA latency, decayed since its last sample, × (in-flight + 1)) wins. Backends without
+/// a latency sample yet cost nothing, so they are tried early.
 fn p2c_ewma(backends: &[Arc<Backend>], ctx: &SelectContext<'_>) -> Option<usize> {
+    p2c_ewma_at(backends, ctx, crate::clock::now_ms())
+}
+
+fn p2c_ewma_at(backends: &[Arc<Backend>], ctx: &SelectContext<'_>, now: u64) -> Option<usize> {
     let n = backends.len();
-    let cost = |i: usize| backends[i].latency_ewma_us() * (backends[i].active() + 1) as f64;
+    let cost = |i: usize| backends[i].latency_cost_us(now) * (backends[i].active() + 1) as f64;
     let a = pick_eligible(n, fastrand::usize(..n.max(1)), |i| {
         ctx.eligible(backends, i)
     })?;
@@ -446,6 +450,39 @@ mod tests {
         backends[1].observe_latency(std::time::Duration::from_millis(1));
         let sel = Selector::new(Algorithm::P2cEwma, &backends);
         assert_eq!(counts(&sel, &backends, 100), [0, 100]);
+    }
+
+    #[test]
+    fn p2c_tries_a_backend_again_once_its_slow_spell_has_decayed() {
+        use std::time::Duration;
+        let backends = set(&[1, 1]);
+        let ctx = SelectContext {
+            client_ip: None,
+            exclude: &[],
+        };
+        let picks = |at: u64| -> [usize; 2] {
+            let mut c = [0; 2];
+            for _ in 0..50 {
+                if let Some(i) = p2c_ewma_at(&backends, &ctx, at) {
+                    c[i] += 1;
+                }
+            }
+            c
+        };
+        let t0 = crate::clock::now_ms();
+        // One slow answer, and from then on no samples: never picked, nothing would lower it.
+        backends[0].observe_latency_at(Duration::from_secs(2), t0);
+        backends[1].observe_latency_at(Duration::from_millis(5), t0);
+        assert_eq!(picks(t0), [0, 50], "right after the spike");
+        // The other keeps answering in 5 ms.
+        backends[1].observe_latency_at(Duration::from_millis(5), t0 + 20_000);
+        assert_eq!(picks(t0 + 20_000), [0, 50], "20 s on: 270 ms against 5 ms");
+        backends[1].observe_latency_at(Duration::from_millis(5), t0 + 70_000);
+        assert_eq!(
+            picks(t0 + 70_000),
+            [50, 0],
+            "70 s on: 1.8 ms against 5 ms, tried again"
+        );
     }
 
     #[test]
