@@ -128,6 +128,8 @@ function stagePlatform(staging, platform, binary) {
   mkdirSync(dir, { recursive: true });
   for (const name of readdirSync(source)) if (!name.endsWith('.node')) copyFileSync(join(source, name), join(dir, name));
   copyFileSync(binary, join(dir, `${binaryName}.${platform}.node`));
+  // The binary is a copy of the software too: MIT asks for the notice to travel with it.
+  copyFileSync(join(root, 'LICENSE'), join(dir, 'LICENSE'));
   return dir;
 }
 

@@ -75,11 +75,11 @@ test('the tarballs hold only what runs: no sources, tests, maps or build output'
   const main = packed.find((p) => p.kind === 'main');
   const native = packed.find((p) => p.name === platformPackage);
   if (!main || !native) return t.fail(`packed: ${packed.map((p) => p.name).join(', ')}`);
-  const shipped = /^(package\.json|README\.md|bin\/[\w-]+\.js|lib\/.+\.(js|d\.ts)|bindings\/index\.(js|d\.ts)|config\/[\w.-]+\.(yaml|json))$/;
+  const shipped = /^(package\.json|README\.md|LICENSE|bin\/[\w-]+\.js|lib\/.+\.(js|d\.ts)|bindings\/index\.(js|d\.ts)|config\/[\w.-]+\.(yaml|json))$/;
   t.deepEqual(main.files.filter((f) => !shipped.test(f)), []);
-  for (const needed of ['bin/gatehouse.js', 'lib/index.js', 'lib/index.d.ts', 'bindings/index.js', 'bindings/index.d.ts', 'config/example.yaml']) t.true(main.files.includes(needed), needed);
+  for (const needed of ['LICENSE', 'bin/gatehouse.js', 'lib/index.js', 'lib/index.d.ts', 'bindings/index.js', 'bindings/index.d.ts', 'config/example.yaml']) t.true(main.files.includes(needed), needed);
   t.true(main.size < 200 * 1024, `main package ${main.size} bytes`);
-  t.deepEqual([...native.files].sort(), ['README.md', `gatehouse.${hostPlatform()}.node`, 'package.json']);
+  t.deepEqual([...native.files].sort(), ['LICENSE', 'README.md', `gatehouse.${hostPlatform()}.node`, 'package.json']);
 
   const manifest = JSON.parse(readFileSync(join(project, 'node_modules', pkg.name, 'package.json'), 'utf8')) as Record<string, unknown>;
   t.is(manifest.scripts, undefined, 'no lifecycle scripts ship (nothing builds on install)');
