@@ -460,7 +460,11 @@ async fn serve_http<S>(
         let conn = Box::pin(builder.serve_connection(TokioIo::new(io), h2_conn_service(ctx)));
         // Boxed, like the TLS path: HTTP/1 connections (parked ones above all) should not carry
         // the size of this state in their task.
-        Box::pin(drive(conn, &activity, timers, None, &draining, peer)).await;
+        let watched = Some(&*conn_ctx);
+        Box::pin(drive(
+            conn, &activity, timers, None, watched, &draining, peer,
+        ))
+        .await;
         return;
     }
     let service = conn_service(ctx);
@@ -484,6 +488,7 @@ async fn serve_http<S>(
             &activity,
             timers,
             Some(PARK_AFTER),
+            None,
             &draining,
             peer,
         ));
@@ -560,12 +565,15 @@ async fn wait_parked<S: Parkable>(
 }
 
 /// Runs a connection next to its watchdog: idle and header timers, graceful drain, and (with
-/// `park_after`) parking when idle. Returns the connection when it ended because it was parked.
+/// `park_after`) parking when idle; with `streams` (HTTP/2), the send timeout of streams
+/// starved of flow-control window ([`crate::starved`]). Returns the connection when it ended
+/// because it was parked.
 async fn drive<C: Graceful>(
     mut conn: Pin<Box<C>>,
     activity: &ConnActivity,
     timers: Timers,
     park_after: Option<Duration>,
+    streams: Option<&ConnContext>,
     draining: &CancellationToken,
     peer: SocketAddr,
 ) -> Option<Pin<Box<C>>> {
@@ -617,6 +625,13 @@ async fn drive<C: Graceful>(
                 None => next.min(now + limit),
             },
             None => next,
+        };
+        let next = match (
+            timers.send_timeout,
+            streams.and_then(|c| c.starvation_watch()),
+        ) {
+            (Some(limit), Some(watch)) => watch.look(limit, now).map_or(next, |at| next.min(at)),
+            _ => next,
         };
         timer.as_mut().reset(next);
         tokio::select! {

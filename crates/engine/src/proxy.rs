@@ -35,6 +35,7 @@ use crate::headers::{self, AddedFields, Forwarded};
 use crate::listener::ListenerRuntime;
 use crate::response::{Exchange, PendingAccess, ResponseBody, UpgradeRequest};
 use crate::routes::normalize_host;
+use crate::starved::StarvationWatch;
 use crate::state::ProxyState;
 use crate::tunnel::TunnelTimeouts;
 use crate::upstream::{BackendHandle, PolicyRequest, Upstream};
@@ -69,6 +70,8 @@ struct ConnReuse {
     authority: std::sync::OnceLock<HeaderValue>,
     /// The timers of the upstream response timeouts, reused request after request.
     deadlines: Deadlines,
+    /// HTTP/2: the streamed origin bodies the connection's watchdog looks after.
+    starving: StarvationWatch,
 }
 
 impl ConnReuse {
@@ -123,8 +126,14 @@ impl ConnContext {
                 forwarded_for: headers::forwarded_for(self.peer.ip()),
                 authority: std::sync::OnceLock::new(),
                 deadlines: Deadlines::default(),
+                starving: StarvationWatch::default(),
             })
         })
+    }
+
+    /// The connection's watched HTTP/2 bodies, once a request has made the list.
+    pub(crate) fn starvation_watch(&self) -> Option<&StarvationWatch> {
+        self.reuse.get().map(|r| &r.starving)
     }
 }
 
@@ -194,10 +203,8 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
                     let mut body = ResponseBody::upstream(body, exchange, status);
                     // An HTTP/2 stream can be starved of flow-control window while its
                     // connection looks fine.
-                    if ctx.activity.is_multiplexed() {
-                        if let Some(limit) = state.limits.send_timeout() {
-                            body.watch_starvation(limit);
-                        }
+                    if ctx.activity.is_multiplexed() && state.limits.send_timeout().is_some() {
+                        body.watch_starvation(&ctx.reuse().starving);
                     }
                     body
                 }

@@ -9,7 +9,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use gatehouse_balance::InFlight;
@@ -18,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::conn::RequestGuard;
-use crate::starved::Starvable;
+use crate::starved::{Starvable, StarvationWatch};
 use gatehouse_cache::StoreHandle;
 use gatehouse_pool::{BodyError, OriginBody};
 
@@ -165,18 +164,15 @@ impl ResponseBody {
 
     /// HTTP/2: an origin body still reading from its connection is dropped, with the connection,
     /// the backend's in-flight count and the cache's copy, when the client leaves its stream
-    /// without window for `limit` (see [`crate::starved`]).
-    pub fn watch_starvation(&mut self, limit: Duration) {
+    /// without window for the send timeout (the connection's watchdog looks: see
+    /// [`crate::starved`]).
+    pub fn watch_starvation(&mut self, watch: &StarvationWatch) {
         let content = std::mem::replace(&mut self.content, Content::Full(None));
         self.content = match content {
             Content::Upstream(body) if body.holds_connection() => {
                 let exchange = &mut self.exchange;
-                Content::Starvable(Starvable::new(
-                    body,
-                    exchange.backend.take(),
-                    exchange.cache_store.take(),
-                    limit,
-                ))
+                let (backend, store) = (exchange.backend.take(), exchange.cache_store.take());
+                Content::Starvable(watch.watch(body, backend, store))
             }
             other => other,
         };

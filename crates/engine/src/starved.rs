@@ -7,21 +7,24 @@
 //! the connection looks busy and healthy). nginx applies `send_timeout` to a stream waiting for
 //! window; so does gatehouse.
 //!
-//! An origin body on an HTTP/2 stream is shared with a watcher task, together with what the
+//! An origin body on an HTTP/2 stream is shared with the connection's watchdog, together with what the
 //! exchange holds on the origin's behalf: the backend's in-flight count (which least-connections
 //! balancing reads) and the cache's copy in the making (whose lease makes concurrent misses for
 //! the URL wait). The body notes when it last answered hyper with a frame; a wait on the origin
 //! is not the client's stall and clears the note (the origin's pauses are `timeouts.body`'s).
-//! When hyper has not come back for more within the send timeout, the watcher drops all three:
+//! When hyper has not come back for more within the send timeout, the watchdog drops all three:
 //! the origin connection closes and its pool slot is free. The stream itself fails when hyper
 //! next asks for data (hyper resets it), or ends with its connection; until then it holds only
 //! the client's own stream slot and the exchange's bookkeeping (its access-log line is written
 //! when the stream ends). Bodies that came whole with their head hold no connection and are not
-//! watched; a streamed one costs a task, a timer and a lock per frame.
+//! watched; a streamed one costs an allocation, its place in the connection's list, and an
+//! uncontended lock per frame. No timer of its own: the watchdog already looks at its connection
+//! at least once per send timeout (`listener::drive`), and a stall that starts after one look
+//! cannot fall due before the next.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,20 +33,69 @@ use gatehouse_balance::InFlight;
 use gatehouse_cache::StoreHandle;
 use gatehouse_pool::{BodyError, OriginBody};
 use http_body::{Body, Frame, SizeHint};
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::response::{poll_origin, Books};
 
 const WAITING: u64 = u64::MAX;
+/// The body has ended: nothing to watch.
+const DONE: u64 = u64::MAX - 1;
 
 /// An origin body whose stream the client may starve; see the module's documentation.
 pub struct Starvable {
     shared: Arc<Shared>,
-    watcher: AbortHandle,
 }
 
-/// What the watcher drops when the stream starves.
+/// The watched bodies of one HTTP/2 connection.
+#[derive(Debug, Default)]
+pub struct StarvationWatch {
+    /// Dropped streams' entries fail to upgrade and leave at the next look (or when the list
+    /// doubles, so that it stays within twice the streams alive).
+    entries: parking_lot::Mutex<Vec<Weak<Shared>>>,
+}
+
+impl StarvationWatch {
+    /// Watches `body` (which should hold its connection) and what the exchange holds for it.
+    pub fn watch(
+        &self,
+        body: OriginBody,
+        backend: Option<InFlight>,
+        store: Option<Box<StoreHandle>>,
+    ) -> Starvable {
+        let shared = Arc::new(Shared {
+            base: Instant::now(),
+            held: parking_lot::Mutex::new(Some(Held {
+                body,
+                backend,
+                store,
+            })),
+            // The stall clock starts with the head, for a client that grants no window at all.
+            answered: AtomicU64::new(0),
+        });
+        let mut entries = self.entries.lock();
+        if entries.len() >= 32 && entries.len().is_power_of_two() {
+            entries.retain(|e| e.strong_count() > 0);
+        }
+        entries.push(Arc::downgrade(&shared));
+        Starvable { shared }
+    }
+
+    /// Drops the bodies whose streams were left unasked for `limit`; says when to look again
+    /// (`None`: nothing is watched).
+    pub fn look(&self, limit: Duration, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        self.entries.lock().retain(|entry| {
+            let due = entry.upgrade().and_then(|shared| shared.look(limit, now));
+            if let Some(at) = due {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+            due.is_some()
+        });
+        next
+    }
+}
+
+/// What the watchdog drops when the stream starves.
 struct Held {
     body: OriginBody,
     backend: Option<InFlight>,
@@ -52,7 +104,7 @@ struct Held {
 
 struct Shared {
     base: Instant,
-    /// `None` once the watcher has dropped it.
+    /// `None` once the watchdog has dropped it.
     held: parking_lot::Mutex<Option<Held>>,
     /// Milliseconds after `base` when the body last answered hyper with a frame, or `WAITING`
     /// while hyper waits on the origin.
@@ -65,9 +117,10 @@ impl Shared {
     }
 
     /// Ends the body if hyper left it unasked since its last frame for `limit`; otherwise says
-    /// when to look again.
+    /// when to look again (`None`: no more).
     fn look(&self, limit: Duration, now: Instant) -> Option<Instant> {
         let due = match self.answered.load(Ordering::Relaxed) {
+            DONE => return None,
             // A stall can only start with a frame given, so none falls due before `limit` from now.
             WAITING => return Some(now + limit),
             ms => self.base + Duration::from_millis(ms) + limit,
@@ -88,33 +141,6 @@ impl Shared {
 }
 
 impl Starvable {
-    /// Watches `body` (which should hold its connection) on a task of this runtime.
-    pub fn new(
-        body: OriginBody,
-        backend: Option<InFlight>,
-        store: Option<Box<StoreHandle>>,
-        limit: Duration,
-    ) -> Self {
-        let shared = Arc::new(Shared {
-            base: Instant::now(),
-            held: parking_lot::Mutex::new(Some(Held {
-                body,
-                backend,
-                store,
-            })),
-            // The stall clock starts with the head, for a client that grants no window at all.
-            answered: AtomicU64::new(0),
-        });
-        let watched = Arc::clone(&shared);
-        let watcher = tokio::spawn(async move {
-            while let Some(at) = watched.look(limit, Instant::now()) {
-                tokio::time::sleep_until(at).await;
-            }
-        })
-        .abort_handle();
-        Self { shared, watcher }
-    }
-
     /// The body's next frame, its bytes counted in `bytes`. Kept out of line, as are the other
     /// two: `ResponseBody` matches on its content for every response, and these would otherwise
     /// swell the common case's code past what gets inlined.
@@ -143,21 +169,14 @@ impl Starvable {
             backend: backend.as_ref(),
         };
         let polled = poll_origin(body, books, cx);
-        let ended = match &polled {
-            Poll::Pending => {
-                shared.answered.store(WAITING, Ordering::Relaxed);
-                false
-            }
-            Poll::Ready(Some(Ok(_))) => {
-                shared.answered.store(shared.now_ms(), Ordering::Relaxed);
-                body.is_end_stream()
-            }
-            Poll::Ready(None | Some(Err(_))) => true,
+        let answered = match &polled {
+            Poll::Pending => WAITING,
+            // Nothing more to wait for once the body has ended: hyper will not ask again.
+            Poll::Ready(Some(Ok(_))) if body.is_end_stream() => DONE,
+            Poll::Ready(Some(Ok(_))) => shared.now_ms(),
+            Poll::Ready(None | Some(Err(_))) => DONE,
         };
-        if ended {
-            // Nothing more to wait for: hyper will not ask again.
-            self.watcher.abort();
-        }
+        shared.answered.store(answered, Ordering::Relaxed);
         polled
     }
 
@@ -167,7 +186,7 @@ impl Starvable {
             .held
             .lock()
             .as_ref()
-            // A body the watcher dropped is not at its end: hyper must ask, and fail the stream.
+            // A body the watchdog dropped is not at its end: hyper must ask, and fail the stream.
             .is_some_and(|h| h.body.is_end_stream())
     }
 
@@ -178,11 +197,5 @@ impl Starvable {
             .lock()
             .as_ref()
             .map_or_else(SizeHint::default, |h| h.body.size_hint())
-    }
-}
-
-impl Drop for Starvable {
-    fn drop(&mut self) {
-        self.watcher.abort();
     }
 }
