@@ -5,7 +5,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { request as httpRequest } from 'node:http';
-import { closedPort, echo, startOrigin, type Handler, type Origin, type SeenRequest } from './helpers/origin.js';
+import { closedPort, echo, endlessBody, startOrigin, type Handler, type Origin, type SeenRequest } from './helpers/origin.js';
 import { proxyConfig, startProxy, type TestProxy } from './helpers/proxy.js';
 import { RawConn, open, raw, statuses } from './helpers/raw.js';
 import type { GatehouseConfigInput } from '../ts/config/schema.js';
@@ -210,24 +210,8 @@ test('408 when the client stalls mid-body longer than limits.body_timeout', asyn
 });
 
 test('a client that stops reading a response is closed after limits.send_timeout, and the origin connection with it', async (t) => {
-  const size = 256 << 20;
-  let sent = 0;
   let originClosed = false;
-  const origin = await withOrigin(t, (_req, res) => {
-    res.socket?.once('close', () => (originClosed = true));
-    res.writeHead(200, { 'content-length': String(size) });
-    const chunk = Buffer.alloc(64 << 10);
-    const pump = (): void => {
-      while (sent < size && !res.destroyed) {
-        sent += chunk.length;
-        if (!res.write(chunk)) {
-          res.once('drain', pump);
-          return;
-        }
-      }
-    };
-    pump();
-  });
+  const origin = await withOrigin(t, (_req, res) => endlessBody(res, () => (originClosed = true)));
   const proxy = await withProxy(t, proxyConfig([origin.url], { limits: { send_timeout: '500ms' } }));
   const client = await open(proxy.port);
   t.teardown(() => client.destroy());

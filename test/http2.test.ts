@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { connect as h2connect, constants, type ClientHttp2Session, type IncomingHttpHeaders as H2Headers, type OutgoingHttpHeaders } from 'node:http2';
 import { delay, send, until } from './helpers/client.js';
 import { ERROR, FLAG, FRAME, frame, hpackLiteral, rawH2, requestBlock, rstStream, type RawH2 } from './helpers/h2raw.js';
-import { sha256, startOrigin, type Origin, type SeenRequest } from './helpers/origin.js';
+import { endlessBody, sha256, startOrigin, type Origin, type SeenRequest } from './helpers/origin.js';
 import { proxyConfig, startProxy, type TestProxy } from './helpers/proxy.js';
 import { exchange } from './helpers/rawclose.js';
 
@@ -402,27 +402,10 @@ test('keepalive_timeout: a stream longer than the idle timeout completes; the co
 });
 
 test('send_timeout: a stream the client leaves without flow-control window frees its origin connection; the connection goes on', async (t) => {
-  const size = 256 << 20;
   let originClosed = false;
   const origin = await startOrigin((req, res) => {
-    if (req.url !== '/endless') {
-      res.end('other');
-      return;
-    }
-    res.socket?.once('close', () => (originClosed = true));
-    res.writeHead(200, { 'content-length': String(size) });
-    const chunk = Buffer.alloc(64 << 10);
-    let sent = 0;
-    const pump = (): void => {
-      while (sent < size && !res.destroyed) {
-        sent += chunk.length;
-        if (!res.write(chunk)) {
-          res.once('drain', pump);
-          return;
-        }
-      }
-    };
-    pump();
+    if (req.url === '/endless') endlessBody(res, () => (originClosed = true));
+    else res.end('other');
   });
   t.teardown(() => origin.close());
   const proxy = await proxyFor(t, origin, { limits: { send_timeout: '500ms' } });

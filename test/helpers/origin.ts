@@ -40,6 +40,28 @@ export const echo: Handler = (_req, res, seen) => {
   res.end(body);
 };
 
+/**
+ * Answers a 256 MiB body, written as fast as the connection takes it (for clients that stop
+ * reading); `onClose` runs when the origin's connection closes.
+ */
+export function endlessBody(res: ServerResponse, onClose: () => void): void {
+  const size = 256 << 20;
+  res.socket?.once('close', onClose);
+  res.writeHead(200, { 'content-length': String(size) });
+  const chunk = Buffer.alloc(64 << 10);
+  let sent = 0;
+  const pump = (): void => {
+    while (sent < size && !res.destroyed) {
+      sent += chunk.length;
+      if (!res.write(chunk)) {
+        res.once('drain', pump);
+        return;
+      }
+    }
+  };
+  pump();
+}
+
 /** Starts an origin. The handler runs after the request body has been read whole. */
 export async function startOrigin(handler: Handler = echo, options: { streamBody?: boolean } = {}): Promise<Origin> {
   const origin = { requests: [] as SeenRequest[], heads: 0, connections: 0, sockets: new Set<Socket>() } as Origin;
