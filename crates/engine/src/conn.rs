@@ -48,6 +48,9 @@ pub struct ConnActivity {
     /// HTTP/2: frames arrive while idle (pings, settings), so there is no "head" to time; only
     /// the keep-alive idle timer applies.
     multiplexed: AtomicBool,
+    /// HTTP/2 with a send timeout: the watchdog looks after streams starved of flow-control
+    /// window (`crate::starved`), so their bodies are worth registering.
+    watches_streams: AtomicBool,
     /// Milliseconds after `base` when a write to the client last found its socket full (the
     /// client not reading), or `NONE` once a write went through: `limits.send_timeout`.
     write_blocked_since: AtomicU64,
@@ -78,6 +81,7 @@ impl ConnActivity {
             ambiguous_request: AtomicU64::new(0),
             parking: AtomicBool::new(false),
             multiplexed: AtomicBool::new(false),
+            watches_streams: AtomicBool::new(false),
             write_blocked_since: AtomicU64::new(NONE),
         }
     }
@@ -103,9 +107,14 @@ impl ConnActivity {
         }
     }
 
-    /// The connection speaks HTTP/2.
-    pub fn is_multiplexed(&self) -> bool {
-        self.multiplexed.load(Ordering::Relaxed)
+    /// The watchdog looks after this HTTP/2 connection's starved streams, with the send timeout
+    /// the connection started with (a reload does not change it).
+    pub fn watches_streams(&self) -> bool {
+        self.watches_streams.load(Ordering::Relaxed)
+    }
+
+    pub fn set_watches_streams(&self) {
+        self.watches_streams.store(true, Ordering::Relaxed);
     }
 
     /// Marks the connection as HTTP/2 (see `multiplexed`).

@@ -448,6 +448,9 @@ async fn serve_http<S>(
     };
     if h2 {
         activity.set_multiplexed();
+        if timers.send_timeout.is_some() {
+            activity.set_watches_streams();
+        }
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())

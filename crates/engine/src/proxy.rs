@@ -203,7 +203,7 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
                     let mut body = ResponseBody::upstream(body, exchange, status);
                     // An HTTP/2 stream can be starved of flow-control window while its
                     // connection looks fine.
-                    if ctx.activity.is_multiplexed() && state.limits.send_timeout().is_some() {
+                    if ctx.activity.watches_streams() {
                         body.watch_starvation(&ctx.reuse().starving);
                     }
                     body
