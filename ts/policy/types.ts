@@ -27,7 +27,7 @@ export interface UpstreamSnapshot {
     active: number;
     requests: number;
     failures: number;
-    /** Peak-EWMA of response latency; 0 before the first response. */
+    /** Peak-EWMA of response latency, decaying toward 0 while the backend answers nothing (as `p2c_ewma` weighs it); 0 before the first response. */
     latencyEwmaMs: number;
   }[];
 }

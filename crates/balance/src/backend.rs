@@ -39,6 +39,7 @@ pub struct BackendStats {
     pub active: u64,
     pub requests: u64,
     pub failures: u64,
+    /// The latency estimate as selection weighs it now (see [`Backend::latency_cost_us`]).
     pub latency_ewma_ms: f64,
 }
 
@@ -196,7 +197,8 @@ impl Backend {
             active: self.active(),
             requests: self.requests.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
-            latency_ewma_ms: self.latency_ewma_us() / 1000.0,
+            // As selection weighs it now.
+            latency_ewma_ms: self.latency_cost_us(now_ms()) / 1000.0,
         }
     }
 }
