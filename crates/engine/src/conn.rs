@@ -25,12 +25,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::audit::FramingAudit;
+use crate::epoch::Epoch;
 
 const NONE: u64 = u64::MAX;
 
 #[derive(Debug)]
 pub struct ConnActivity {
-    base: Instant,
+    base: Epoch,
     in_flight: AtomicU32,
     /// Milliseconds after `base` when the connection last became idle.
     idle_since: AtomicU64,
@@ -72,7 +73,7 @@ pub enum Watch {
 impl ConnActivity {
     pub fn new() -> Self {
         Self {
-            base: Instant::now(),
+            base: Epoch::now(),
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(0),
             // The first request's head is timed from accept, as nginx does.
@@ -90,7 +91,7 @@ impl ConnActivity {
     pub fn write_blocked_since(&self) -> Option<Instant> {
         match self.write_blocked_since.load(Ordering::Relaxed) {
             NONE => None,
-            ms => Some(self.at(ms)),
+            ms => Some(self.base.at(ms)),
         }
     }
 
@@ -101,7 +102,7 @@ impl ConnActivity {
         match (polled.is_pending(), blocked == NONE) {
             (true, true) => self
                 .write_blocked_since
-                .store(self.now_ms(), Ordering::Relaxed),
+                .store(self.base.ms(), Ordering::Relaxed),
             (false, false) => self.write_blocked_since.store(NONE, Ordering::Relaxed),
             _ => {}
         }
@@ -121,14 +122,6 @@ impl ConnActivity {
     pub fn set_multiplexed(&self) {
         self.multiplexed.store(true, Ordering::Relaxed);
         self.head_since.store(NONE, Ordering::Relaxed);
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.base.elapsed().as_millis() as u64
-    }
-
-    fn at(&self, ms: u64) -> Instant {
-        self.base + Duration::from_millis(ms)
     }
 
     /// Called when hyper hands a complete request head to the proxy.
@@ -154,12 +147,12 @@ impl ConnActivity {
     /// The first byte of a request head is here (or, for a parked connection, readable): the
     /// header timer starts.
     pub fn head_started(&self) {
-        self.head_since.store(self.now_ms(), Ordering::Relaxed);
+        self.head_since.store(self.base.ms(), Ordering::Relaxed);
     }
 
     /// When an idle connection's keep-alive runs out.
     pub fn idle_deadline(&self, keepalive: Duration) -> Instant {
-        self.at(self.idle_since.load(Ordering::Relaxed)) + keepalive
+        self.base.at(self.idle_since.load(Ordering::Relaxed)) + keepalive
     }
 
     pub(crate) fn set_parking(&self, parking: bool) {
@@ -194,13 +187,13 @@ impl ConnActivity {
             NONE => {
                 let idle = self.idle_since.load(Ordering::Relaxed);
                 if let Some(park) = park_after {
-                    if self.at(idle) + park <= now {
+                    if self.base.at(idle) + park <= now {
                         return Watch::Park;
                     }
                 }
-                (self.at(idle) + keepalive, Watch::Idle)
+                (self.base.at(idle) + keepalive, Watch::Idle)
             }
-            head => (self.at(head) + header_timeout, Watch::Close),
+            head => (self.base.at(head) + header_timeout, Watch::Close),
         };
         if deadline <= now {
             expired
@@ -234,7 +227,7 @@ impl RequestGuard {
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         let a = &self.activity;
-        a.idle_since.store(a.now_ms(), Ordering::Relaxed);
+        a.idle_since.store(a.base.ms(), Ordering::Relaxed);
         a.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod conn;
 mod deadline;
 mod engine;
+mod epoch;
 pub mod error;
 pub mod headers;
 pub mod listener;

@@ -35,6 +35,7 @@ use gatehouse_pool::{BodyError, OriginBody};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
+use crate::epoch::Epoch;
 use crate::response::{poll_origin, Books};
 
 const WAITING: u64 = u64::MAX;
@@ -63,7 +64,7 @@ impl StarvationWatch {
         store: Option<Box<StoreHandle>>,
     ) -> Starvable {
         let shared = Arc::new(Shared {
-            base: Instant::now(),
+            base: Epoch::now(),
             held: parking_lot::Mutex::new(Some(Held {
                 body,
                 backend,
@@ -103,7 +104,7 @@ struct Held {
 }
 
 struct Shared {
-    base: Instant,
+    base: Epoch,
     /// `None` once the watchdog has dropped it.
     held: parking_lot::Mutex<Option<Held>>,
     /// Milliseconds after `base` when the body last answered hyper with a frame, or `WAITING`
@@ -112,10 +113,6 @@ struct Shared {
 }
 
 impl Shared {
-    fn now_ms(&self) -> u64 {
-        self.base.elapsed().as_millis() as u64
-    }
-
     /// Ends the body if hyper left it unasked since its last frame for `limit`; otherwise says
     /// when to look again (`None`: no more).
     fn look(&self, limit: Duration, now: Instant) -> Option<Instant> {
@@ -123,7 +120,7 @@ impl Shared {
             DONE => return None,
             // A stall can only start with a frame given, so none falls due before `limit` from now.
             WAITING => return Some(now + limit),
-            ms => self.base + Duration::from_millis(ms) + limit,
+            ms => self.base.at(ms) + limit,
         };
         if due > now {
             return Some(due);
@@ -173,7 +170,7 @@ impl Starvable {
             Poll::Pending => WAITING,
             // Nothing more to wait for once the body has ended: hyper will not ask again.
             Poll::Ready(Some(Ok(_))) if body.is_end_stream() => DONE,
-            Poll::Ready(Some(Ok(_))) => shared.now_ms(),
+            Poll::Ready(Some(Ok(_))) => shared.base.ms(),
             Poll::Ready(None | Some(Err(_))) => DONE,
         };
         shared.answered.store(answered, Ordering::Relaxed);

@@ -26,6 +26,7 @@ use http::header::{self, HeaderValue};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
+use crate::epoch::Epoch;
 use crate::proxy::ConnContext;
 use crate::response::{Exchange, UpgradeRequest};
 
@@ -54,7 +55,7 @@ const NONE: u64 = u64::MAX;
 /// What both directions of a tunnel have done, in milliseconds after `base`.
 #[derive(Debug)]
 struct Progress {
-    base: Instant,
+    base: Epoch,
     /// When bytes last moved, either way.
     moved: AtomicU64,
     /// Per side, since when its writes have been blocked, or `NONE`.
@@ -64,22 +65,14 @@ struct Progress {
 impl Progress {
     fn new() -> Self {
         Self {
-            base: Instant::now(),
+            base: Epoch::now(),
             moved: AtomicU64::new(0),
             blocked: [AtomicU64::new(NONE), AtomicU64::new(NONE)],
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        self.base.elapsed().as_millis() as u64
-    }
-
-    fn at(&self, ms: u64) -> Instant {
-        self.base + Duration::from_millis(ms)
-    }
-
     fn note_moved(&self) {
-        self.moved.store(self.now_ms(), Ordering::Relaxed);
+        self.moved.store(self.base.ms(), Ordering::Relaxed);
     }
 
     /// The first pending write of a side starts its send timer; a completed one stops it.
@@ -90,7 +83,7 @@ impl Progress {
         match polled {
             Poll::Pending => {
                 if blocked.load(Ordering::Relaxed) == NONE {
-                    blocked.store(self.now_ms(), Ordering::Relaxed);
+                    blocked.store(self.base.ms(), Ordering::Relaxed);
                 }
             }
             Poll::Ready(Ok(_)) => {
@@ -106,7 +99,7 @@ impl Progress {
         let mut next: Option<Instant> = None;
         let mut earliest = |at: Instant| next = Some(next.map_or(at, |n| n.min(at)));
         if let Some(idle) = timeouts.idle {
-            let due = self.at(self.moved.load(Ordering::Relaxed)) + idle;
+            let due = self.base.at(self.moved.load(Ordering::Relaxed)) + idle;
             if due <= now {
                 return Err(TunnelEnd::Idle);
             }
@@ -118,7 +111,7 @@ impl Progress {
                     // Nothing blocked: a block that starts now falls due no earlier than this.
                     NONE => earliest(now + send),
                     since => {
-                        let due = self.at(since) + send;
+                        let due = self.base.at(since) + send;
                         if due <= now {
                             return Err(TunnelEnd::Stalled);
                         }
