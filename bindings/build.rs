@@ -8,8 +8,8 @@ fn main() {
 }
 
 /// Facts about this build for `engineBuildInfo()` (`gatehouse --version`): the target triple, the
-/// cargo profile and the compiler. A toolchain or target change rebuilds the crate anyway, so
-/// no extra rerun triggers are needed.
+/// cargo profile, whether it is profile-guided and the compiler. A toolchain, target or
+/// `RUSTFLAGS` change rebuilds the crate anyway, so no extra rerun triggers are needed.
 fn build_info() {
     let target = env::var("TARGET").unwrap_or_default();
     // The profile's folder (target/<profile>/build/<crate>-<hash>/out) names custom profiles too
@@ -23,6 +23,7 @@ fn build_info() {
         .unwrap_or_else(|| env::var("PROFILE").unwrap_or_default());
     println!("cargo:rustc-env=GATEHOUSE_BUILD_TARGET={target}");
     println!("cargo:rustc-env=GATEHOUSE_BUILD_PROFILE={profile}");
+    println!("cargo:rustc-env=GATEHOUSE_BUILD_PGO={}", pgo());
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
     let version = Command::new(rustc)
         .arg("--version")
@@ -32,5 +33,24 @@ fn build_info() {
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
     if let Some(version) = version.filter(|v| !v.is_empty()) {
         println!("cargo:rustc-env=GATEHOUSE_BUILD_RUSTC={version}");
+    }
+}
+
+/// `scripts/build-native.js --pgo` builds twice: instrumented (`-Cprofile-generate`), then with
+/// the profile its training run wrote (`-Cprofile-use`). Cargo hands build scripts the flags as
+/// one string separated by 0x1f, each either `-Cprofile-use=…` or `-C` then `profile-use=…`.
+fn pgo() -> &'static str {
+    let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    let has = |name: &str| {
+        flags
+            .split('\x1f')
+            .any(|f| f.trim_start_matches("-C").starts_with(name))
+    };
+    if has("profile-generate") {
+        "instrumented"
+    } else if has("profile-use") {
+        "applied"
+    } else {
+        "none"
     }
 }

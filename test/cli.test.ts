@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { collectLogLines, type LogLine } from './helpers/logs.js';
 import { closedPort, startOrigin, type Origin } from './helpers/origin.js';
-import { hostPlatform, platformOfTriple } from '../ts/native.js';
+import { engineBuildInfo, hostPlatform, platformOfTriple } from '../ts/native.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const bin = join(root, 'bin', 'gatehouse.js');
@@ -230,14 +230,17 @@ const lines = (text: string): string[] => text.split('\n').filter((l) => l.trim(
 
 test('--version prints the package version, then the engine build', async (t) => {
   const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
+  const { pgo } = await engineBuildInfo();
+  t.true(['none', 'applied', 'instrumented'].includes(pgo), pgo);
   for (const flag of ['--version', '-V']) {
     const r = await run(t, [flag]);
     t.is(r.code, 0, r.stderr);
     const [first, engine, node] = lines(r.stdout);
     t.is(first, pkg.version, 'the first line is the bare package version');
-    const m = /^engine: (\S+) (\S+) (release|debug|dist)( \(rustc .+\))?$/.exec(engine ?? '');
+    const m = /^engine: (\S+) (\S+) (release|debug|dist)( pgo| pgo-instrumented)?( \(rustc .+\))?$/.exec(engine ?? '');
     t.truthy(m, engine);
     t.is(m?.[1], pkg.version);
+    t.is(m?.[4], { none: undefined, applied: ' pgo', instrumented: ' pgo-instrumented' }[pgo], 'says whether it is profile-guided');
     t.is(platformOfTriple(m?.[2] ?? ''), hostPlatform(), 'built for this machine');
     t.is(node, `node: ${process.version} ${hostPlatform()}`);
   }

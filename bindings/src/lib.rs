@@ -207,6 +207,10 @@ pub struct EngineBuildInfo {
     pub target: String,
     /// The cargo profile: `release`, `dist` (what the npm packages ship) or `debug`.
     pub profile: String,
+    /// Profile-guided optimisation: `applied` (built with a profile from a training run, as the
+    /// npm packages are: `npm run build:pgo`), `instrumented` (the training build, which writes
+    /// profile data at exit) or `none`.
+    pub pgo: String,
     /// `rustc --version` of the compiler that built it, when the build could ask.
     pub rustc: Option<String>,
 }
@@ -218,6 +222,7 @@ pub fn engine_build_info() -> EngineBuildInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         target: env!("GATEHOUSE_BUILD_TARGET").to_owned(),
         profile: env!("GATEHOUSE_BUILD_PROFILE").to_owned(),
+        pgo: env!("GATEHOUSE_BUILD_PGO").to_owned(),
         rustc: option_env!("GATEHOUSE_BUILD_RUSTC").map(str::to_owned),
     }
 }
