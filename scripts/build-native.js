@@ -2,26 +2,86 @@
 // Builds the native addon (release) and installs it into bindings/ by rename, so that a process
 // that has the previous addon loaded (a running test, a running proxy) keeps a valid file: copying
 // over a loaded shared object in place corrupts it under the process's feet.
+//
+//   node scripts/build-native.js [--pgo] [napi build options, e.g. --profile dist]
+//
+// --pgo (`npm run build:pgo`) builds a profile-guided addon, as the npm packages ship: an
+// instrumented build, a training run (the benchmark's scenarios through gatehouse alone, `npm run
+// bench -- --quick`, after `npm run build:ts` against the new loader), then a build optimised with
+// the profile it wrote. It needs llvm-profdata of the compiler's LLVM (`rustup component add llvm-tools`, or LLVM_PROFDATA). The
+// two builds keep target folders of their own (target/pgo-generate, target/pgo-use), so the usual
+// release build stays incremental; the profile is target/pgo/gatehouse.profdata.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
-const out = mkdtempSync(join(root, 'bindings', '.build-'));
+const log = (line) => process.stderr.write(`build-native: ${line}\n`);
+
+/** `napi build --release` with `extra` options and environment, installed into bindings/. */
+function build(extra, env = {}) {
+  const out = mkdtempSync(join(root, 'bindings', '.build-'));
+  try {
+    execFileSync(
+      'npx',
+      [
+        'napi', 'build', '--platform', '--release', '--esm',
+        '--manifest-path', 'bindings/Cargo.toml',
+        '--package-json-path', 'package.json',
+        '--output-dir', out,
+        '--js', 'index.js', '--dts', 'index.d.ts',
+        ...extra,
+      ],
+      { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } },
+    );
+    for (const name of readdirSync(out)) renameSync(join(out, name), join(root, 'bindings', name));
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+}
+
+/** llvm-profdata for the LLVM that rustc uses: a profile is read only by the version that wrote it. */
+function llvmProfdata() {
+  if (process.env.LLVM_PROFDATA) return process.env.LLVM_PROFDATA;
+  const sysroot = execFileSync('rustc', ['--print', 'sysroot'], { encoding: 'utf8' }).trim();
+  const host = /^host: (\S+)$/m.exec(execFileSync('rustc', ['-vV'], { encoding: 'utf8' }))?.[1] ?? '';
+  const tool = join(sysroot, 'lib', 'rustlib', host, 'bin', 'llvm-profdata');
+  if (!existsSync(tool)) {
+    throw new Error(`--pgo needs ${tool}: run \`rustup component add llvm-tools\` (or set LLVM_PROFDATA)`);
+  }
+  return tool;
+}
+
+function buildWithProfile(extra) {
+  const profdata = llvmProfdata();
+  const dir = join(root, 'target', 'pgo');
+  const raw = join(dir, 'raw');
+  const merged = join(dir, 'gatehouse.profdata');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(raw, { recursive: true });
+  // RUSTFLAGS from the caller are kept; cargo applies these to every crate, dependencies included.
+  const flags = (flag) => [process.env.RUSTFLAGS, flag].filter(Boolean).join(' ');
+
+  log('PGO 1/3: the instrumented build');
+  build(extra, { CARGO_TARGET_DIR: join(root, 'target', 'pgo-generate'), RUSTFLAGS: flags(`-Cprofile-generate=${raw}`) });
+  log('PGO 2/3: training on the benchmark scenarios (gatehouse only, quick), through the CLI');
+  execFileSync('npm', ['run', 'build:ts'], { cwd: root, stdio: 'inherit' });
+  execFileSync(process.execPath, [join(root, 'test', 'bench', 'run.js'), '--quick', '--no-save', '--proxies', 'gatehouse'], {
+    cwd: root,
+    stdio: 'inherit',
+  });
+  const files = readdirSync(raw).filter((f) => f.endsWith('.profraw'));
+  if (files.length === 0) throw new Error(`the training run wrote no profile into ${raw}`);
+  execFileSync(profdata, ['merge', '-o', merged, raw], { stdio: 'inherit' });
+  log(`PGO 3/3: the build optimised with ${merged}`);
+  build(extra, { CARGO_TARGET_DIR: join(root, 'target', 'pgo-use'), RUSTFLAGS: flags(`-Cprofile-use=${merged}`) });
+}
+
+const args = process.argv.slice(2);
 try {
-  execFileSync(
-    'npx',
-    [
-      'napi', 'build', '--platform', '--release', '--esm',
-      '--manifest-path', 'bindings/Cargo.toml',
-      '--package-json-path', 'package.json',
-      '--output-dir', out,
-      '--js', 'index.js', '--dts', 'index.d.ts',
-      ...process.argv.slice(2),
-    ],
-    { cwd: root, stdio: 'inherit' },
-  );
-  for (const name of readdirSync(out)) renameSync(join(out, name), join(root, 'bindings', name));
-} finally {
-  rmSync(out, { recursive: true, force: true });
+  if (args.includes('--pgo')) buildWithProfile(args.filter((a) => a !== '--pgo'));
+  else build(args);
+} catch (e) {
+  log(e instanceof Error ? e.message : String(e));
+  process.exit(1);
 }

@@ -3,10 +3,13 @@
 // package per platform binary that is available (`gatehouse-linux-x64-gnu`, …). See
 // docs/releasing.md.
 //
-//   node scripts/package.js [--build] [--artifacts DIR] [--out-dir DIR] [--require-all] [--json]
+//   node scripts/package.js [--build [--pgo]] [--artifacts DIR] [--out-dir DIR] [--require-all] [--json]
 //
 //   --build        build this machine's addon with the `dist` cargo profile (no debug info) and
 //                  pack that, with the loader generated alongside it; needs cargo
+//   --pgo          with --build: build it profile-guided, as releases ship it (`build-native.js
+//                  --pgo`: an instrumented build, a training run, the optimised build); the
+//                  result is left in bindings/ and packed from there
 //   --artifacts    take binaries named gatehouse.<platform>.node from DIR (the release pipeline
 //                  gathers every target's build there); otherwise bindings/ (`npm run build`)
 //   --out-dir      where the tarballs go (default dist/)
@@ -34,6 +37,7 @@ const { hostPlatform, platformOfTriple } = await import('../lib/native.js');
 const { values: args } = parseArgs({
   options: {
     build: { type: 'boolean', default: false },
+    pgo: { type: 'boolean', default: false },
     artifacts: { type: 'string' },
     'out-dir': { type: 'string', default: join(root, 'dist') },
     'require-all': { type: 'boolean', default: false },
@@ -85,14 +89,25 @@ function buildDist(staging) {
   return out;
 }
 
+/** The dist build, profile-guided, installed into bindings/ (where its training run loads it from). */
+function buildDistWithProfile() {
+  log('package: building the addon with the dist profile, profile-guided (cargo, a training run)…');
+  execFileSync(process.execPath, [join(root, 'scripts', 'build-native.js'), '--pgo', '--profile', 'dist'], {
+    cwd: root,
+    stdio: ['ignore', 2, 'inherit'],
+  });
+  return join(root, 'bindings');
+}
+
 /** Checks a binary this machine can load: same version as the package, built for its platform. */
 function checkLoadable(file, platform) {
   if (platform !== hostPlatform()) return;
   const binding = createRequire(import.meta.url)(file);
   const version = binding.engineVersion();
   if (version !== pkg.version) fail(`${file} is engine version ${version}, the package is ${pkg.version}: rebuild it`);
-  const target = binding.engineBuildInfo?.().target;
-  if (target && platformOfTriple(target) !== platform) fail(`${file} was built for ${target}, not ${platform}`);
+  const info = binding.engineBuildInfo?.();
+  if (info?.target && platformOfTriple(info.target) !== platform) fail(`${file} was built for ${info.target}, not ${platform}`);
+  if (args.pgo && info?.pgo !== 'applied') fail(`${file} is not profile-guided (pgo: ${info?.pgo})`);
 }
 
 /** `npm pack` of a staged folder into outDir; returns npm's summary. */
@@ -136,7 +151,8 @@ function stagePlatform(staging, platform, binary) {
 const staging = mkdtempSync(join(tmpdir(), 'gatehouse-package-'));
 try {
   checkLibIsFresh();
-  const loaderDir = args.build ? buildDist(staging) : undefined;
+  if (args.pgo && !args.build) fail('--pgo builds the addon: pass --build too (`npm run package -- --pgo`)');
+  const loaderDir = args.build ? (args.pgo ? buildDistWithProfile() : buildDist(staging)) : undefined;
   const binariesDir = loaderDir ?? (args.artifacts ? resolve(args.artifacts) : join(root, 'bindings'));
   const available = platforms.filter(({ platform }) => existsSync(join(binariesDir, `${binaryName}.${platform}.node`)));
   const missing = platforms.filter((p) => !available.includes(p)).map((p) => p.platform);

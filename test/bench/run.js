@@ -35,7 +35,11 @@ const HELP = `usage: npm run bench -- [options]
                         (proxied, cache hits, proxied over h2c), counted by callgrind: repeatable
                         within ~0.1%, the figure to compare two builds with (needs valgrind)
   --no-install          never apt-get or npm install missing peers (skip them instead)
+  --no-save             write no results (the PGO training run, \`npm run build:pgo\`, uses it)
   -h, --help            this text
+
+gatehouse is measured as built in bindings/: the npm packages ship a profile-guided build, so
+run \`npm run build:pgo\` first for the figures users get (the run says which build it measured).
 
 The TLS scenarios (tls13-new-conn, h2-tls-10-streams) make a self-signed ECDSA P-256 certificate
 with the openssl CLI and drive HTTP/2 with h2load (nghttp2-client).
@@ -55,6 +59,7 @@ const { values: opts } = parseArgs({
     instructions: { type: 'boolean', default: false },
     'profile-connections': { type: 'string' },
     'no-install': { type: 'boolean', default: false },
+    'no-save': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -148,8 +153,10 @@ async function main() {
   chmodSync(dir, 0o755);
   ctx.dir = dir;
   const gitDirty = tryExec('git', ['-C', REPO, 'status', '--porcelain', '--', 'crates', 'bindings', 'ts']) ? ', uncommitted changes' : '';
+  const [version, engine] = tryExec('node', [join(REPO, 'bin/gatehouse.js'), '--version']).split('\n');
   const versions = {
-    gatehouse: `${tryExec('node', [join(REPO, 'bin/gatehouse.js'), '--version']).split('\n')[0]} (${tryExec('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD'])}${gitDirty})`,
+    gatehouse: `${version} (${tryExec('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD'])}${gitDirty})`,
+    gatehouse_engine: engine?.replace(/^engine: /, ''),
     nginx: tryExec('sh', ['-c', 'nginx -v 2>&1']).replace(/^nginx version: /, ''),
     haproxy: tryExec('sh', ['-c', 'haproxy -v 2>&1 | head -1']).replace(/ - https.*$/, ''),
     wrk: tryExec('sh', ['-c', 'wrk -v 2>&1 | head -1']).replace(/ Copyright.*$/, ''),
@@ -157,6 +164,9 @@ async function main() {
   };
   log(`machine: ${machine.cpu_model}, ${machine.nproc} CPUs, kernel ${machine.kernel}, load ${machine.loadavg_at_start.join(' ')}`);
   log(`versions: ${Object.entries(versions).map(([k, v]) => `${k} ${v || 'missing'}`).join('; ')}`);
+  if (engine && !/ pgo( |$)/.test(engine)) {
+    log('gatehouse: this addon is not profile-guided, the npm packages are: `npm run build:pgo` measures what they ship');
+  }
   if (idleCount < 10_000) log(`idle-10k holds ${idleCount} connections${idleCount < Number(opts['idle-count'] ?? (opts.quick ? 2000 : 10_000)) ? ` (ulimit -n is ${limits.soft})` : ''}`);
 
   const origin = await startOrigin(dir);
@@ -233,6 +243,7 @@ async function main() {
       scenarios,
       targets,
     };
+    if (opts['no-save']) return;
     const outDir = join(REPO, 'bench-results');
     mkdirSync(outDir, { recursive: true });
     const stamp = startedAt.toISOString().replace(/[:.]/g, '-');
@@ -242,7 +253,7 @@ async function main() {
     const md = [
       `Machine: ${machine.cpu_model}, ${machine.nproc} CPUs, ${machine.memory_gib} GiB, kernel ${machine.kernel}; ` +
         `${versions.nginx ? `nginx ${versions.nginx}, ` : ''}${versions.haproxy ? `${versions.haproxy}, ` : ''}Node ${versions.node}; ` +
-        `${report.quick ? 'quick run, ' : ''}${ctx.durationS} s per measurement, median of ${ctx.repeat}; load average ${machine.loadavg_at_start.join(' ')} at start, ${machine.loadavg_at_end.join(' ')} at end; ${startedAt.toISOString()}.`,
+        `gatehouse ${versions.gatehouse}, engine ${versions.gatehouse_engine}; ${report.quick ? 'quick run, ' : ''}${ctx.durationS} s per measurement, median of ${ctx.repeat}; load average ${machine.loadavg_at_start.join(' ')} at start, ${machine.loadavg_at_end.join(' ')} at end; ${startedAt.toISOString()}.`,
       '',
       ...scenarios.map(markdownTable),
       targetsMarkdown(targets),
