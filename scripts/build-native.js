@@ -65,14 +65,19 @@ function buildWithProfile(extra) {
   log('PGO 1/3: the instrumented build');
   build(extra, { CARGO_TARGET_DIR: join(root, 'target', 'pgo-generate'), RUSTFLAGS: flags(`-Cprofile-generate=${raw}`) });
   log('PGO 2/3: training on the benchmark scenarios (gatehouse only, quick), through the CLI');
-  execFileSync('npm', ['run', 'build:ts'], { cwd: root, stdio: 'inherit' });
-  execFileSync(process.execPath, [join(root, 'test', 'bench', 'run.js'), '--quick', '--no-save', '--proxies', 'gatehouse'], {
-    cwd: root,
-    stdio: 'inherit',
-  });
-  const files = readdirSync(raw).filter((f) => f.endsWith('.profraw'));
-  if (files.length === 0) throw new Error(`the training run wrote no profile into ${raw}`);
-  execFileSync(profdata, ['merge', '-o', merged, raw], { stdio: 'inherit' });
+  try {
+    execFileSync('npm', ['run', 'build:ts'], { cwd: root, stdio: 'inherit' });
+    execFileSync(process.execPath, [join(root, 'test', 'bench', 'run.js'), '--quick', '--no-save', '--proxies', 'gatehouse'], {
+      cwd: root,
+      stdio: 'inherit',
+    });
+    if (!readdirSync(raw).some((f) => f.endsWith('.profraw'))) throw new Error(`the training run wrote no profile into ${raw}`);
+    execFileSync(profdata, ['merge', '-o', merged, raw], { stdio: 'inherit' });
+  } catch (e) {
+    // Not left silently: the instrumented addon is slow and writes profile data at every exit.
+    log('bindings/ holds the instrumented build: `npm run build:native` puts a plain one back');
+    throw e;
+  }
   log(`PGO 3/3: the build optimised with ${merged}`);
   build(extra, { CARGO_TARGET_DIR: join(root, 'target', 'pgo-use'), RUSTFLAGS: flags(`-Cprofile-use=${merged}`) });
 }
