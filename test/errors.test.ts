@@ -207,6 +207,7 @@ test('408 when the client stalls mid-body longer than limits.body_timeout', asyn
   t.deepEqual(statuses(conn.text), [408]);
   assertShortBody(t, parse(conn.text), 'Request Timeout\n', [origin]);
   t.is(origin.requests.length, 0);
+  t.deepEqual(proxy.gateway.stats().timeouts, { header: 0, body: 1, send: 0, tunnel: 0 }, 'counted as a body timeout');
 });
 
 test('a client that stops reading a response is closed after limits.send_timeout, and the origin connection with it', async (t) => {
@@ -220,6 +221,7 @@ test('a client that stops reading a response is closed after limits.send_timeout
   const deadline = Date.now() + 8000;
   while (!originClosed && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
   t.true(originClosed, "the response's origin connection was closed");
+  t.is(proxy.gateway.stats().timeouts.send, 1, 'counted as a send timeout');
 });
 
 // Client-side idle timers.
@@ -234,6 +236,7 @@ test('slowloris: a stalled partial request head is disconnected after limits.hea
   t.true([[], [408]].some((s) => JSON.stringify(s) === JSON.stringify(statuses(conn.text))), conn.text);
   t.is(origin.heads, 0);
   t.is(origin.requests.length, 0);
+  t.deepEqual(proxy.gateway.stats().timeouts, { header: 1, body: 0, send: 0, tunnel: 0 }, 'counted as a header timeout');
 });
 
 test('slowloris: trickling header bytes does not extend limits.header_timeout', async (t) => {
@@ -256,6 +259,7 @@ test('a connection that never sends a byte is closed after limits.header_timeout
   const conn = await RawConn.open(t, proxy.port);
   t.true(await conn.until(() => conn.closed, 5000), 'closed');
   t.is(origin.connections, 0);
+  t.is(proxy.gateway.stats().timeouts.header, 1, 'counted as a header timeout');
 });
 
 // The watchdog must notice the connection going idle (not only the deadline it computed at accept).

@@ -420,6 +420,7 @@ test('send_timeout: a stream the client leaves without flow-control window frees
   await until(() => backend()?.active === 1, 'the stream to be in flight');
   await until(() => originClosed, "the starved stream's origin connection to be closed", 8000);
   await until(() => backend()?.active === 0 && backend()?.pool.active === 0, 'the backend to count nothing in flight');
+  t.is(proxy.gateway.stats().timeouts.send, 1, 'counted as a send timeout');
   const other = await h2request(session, { ':path': '/other' });
   t.is(other.status, 200, 'another stream on the same connection is served');
   t.is(other.body.toString(), 'other');

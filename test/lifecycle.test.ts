@@ -116,6 +116,8 @@ test('/stats, /metrics and /healthz on the admin listener', async (t) => {
   t.regex(String(metrics.headers['content-type']), /text\/plain/);
   t.regex(metrics.body, /^gatehouse_requests_total 2$/m);
   t.regex(metrics.body, new RegExp(`^gatehouse_backend_requests_total\\{upstream="app",backend="${a.url}"\\} 2$`, 'm'));
+  t.deepEqual(stats.timeouts, { header: 0, body: 0, send: 0, tunnel: 0 });
+  for (const kind of ['header', 'body', 'send', 'tunnel']) t.regex(metrics.body, new RegExp(`^gatehouse_timeouts_total\\{kind="${kind}"\\} 0$`, 'm'));
   t.is((await fetchText(`${admin}/healthz`)).status, 200);
   t.is((await fetchText(`${admin}/nope`)).status, 404);
 });

@@ -247,6 +247,7 @@ test('a tunnel that carries nothing either way for timeouts.tunnel is closed on 
   await until(() => origin.upgrades[0]?.closed === true, 'the origin side to close');
   await until(() => upgradeStats(proxy.gateway).active === 0, 'the tunnel to be released');
   await until(() => proxy.gateway.stats().connections.active === 0, 'its client connection slot to be free');
+  t.deepEqual(proxy.gateway.stats().timeouts, { header: 0, body: 0, send: 0, tunnel: 1 }, 'counted as an idle tunnel');
 });
 
 test('a tunnel whose client stops reading is closed after limits.send_timeout, although the client keeps writing', async (t) => {
@@ -260,6 +261,7 @@ test('a tunnel whose client stops reading is closed after limits.send_timeout, a
   await until(() => conn.closed, 'the origin side of the tunnel to be closed', 8000);
   t.true(conn.received.length > 0, 'the client’s frames reached the origin meanwhile');
   await until(() => upgradeStats(proxy.gateway).active === 0, 'the tunnel to be released');
+  t.deepEqual(proxy.gateway.stats().timeouts, { header: 0, body: 0, send: 1, tunnel: 0 }, 'counted as a send timeout');
 });
 
 let certs: TestCerts | undefined;

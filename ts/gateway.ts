@@ -78,6 +78,13 @@ export interface GatewayStats {
     certificates: { listener: string; names: string[]; file: string; not_after: string; expires_in_days: number; expiring_soon: boolean }[];
   };
   upgrades: { active: number; total: number };
+  /**
+   * What the client-side timers ended since start: connections with an unfinished request head
+   * or TLS handshake (`header`), requests answered 408 for a paused body (`body`), connections,
+   * tunnels and HTTP/2 streams whose writes stayed blocked for `limits.send_timeout` (`send`),
+   * idle tunnels (`tunnel`). Origin timeouts count as backend `failures`.
+   */
+  timeouts: { header: number; body: number; send: number; tunnel: number };
   admin?: { address: string };
 }
 

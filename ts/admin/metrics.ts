@@ -24,6 +24,12 @@ export function toPrometheus(stats: Json): string {
     'Responses sent, by status class.',
     Object.entries(obj(requests.by_status)).map(([cls, v]) => [`{class="${label(cls)}"}`, num(v)]),
   );
+  metric(
+    'gatehouse_timeouts_total',
+    'counter',
+    'Client-side timeouts, by limit: header, body (408), send (client or tunnel peer not reading), tunnel (idle).',
+    Object.entries(obj(stats.timeouts)).map(([kind, v]) => [`{kind="${label(kind)}"}`, num(v)]),
+  );
   const backendSamples = (field: string, nested?: string): [string, number][] =>
     Object.entries(obj(stats.upstreams)).flatMap(([upstream, u]) =>
       (Array.isArray(obj(u).backends) ? (obj(u).backends as Json[]) : []).map((b): [string, number] => {

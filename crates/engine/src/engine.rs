@@ -678,6 +678,10 @@ impl Engine {
             },
             "upstreams": upstreams,
             "upgrades": { "active": get(&s.upgrades_active), "total": get(&s.upgrades_total) },
+            "timeouts": {
+                "header": get(&s.timeouts.header), "body": get(&s.timeouts.body),
+                "send": get(&s.timeouts.send), "tunnel": get(&s.timeouts.tunnel),
+            },
             "tls": {
                 "handshakes": get(&t.handshakes), "failures": get(&t.failures),
                 "failure_reasons": t.failure_reasons(), "resumed": get(&t.resumed),

@@ -26,7 +26,7 @@ use crate::conn::{ConnActivity, TrackedStream, Watch};
 use crate::engine::Shared;
 use crate::parking::{ParkedConn, ParkingLot};
 use crate::proxy::{self, ConnContext, ConnSlot};
-use crate::stats::{ConnectionCount, ParkedCount};
+use crate::stats::{ConnectionCount, ParkedCount, Stats};
 
 /// Pending connections the kernel queues for us (capped by `net.core.somaxconn`).
 const BACKLOG: i32 = 4096;
@@ -197,7 +197,11 @@ async fn serve_connection(
             let h2 =
                 match tokio::time::timeout(header_timeout, starts_with_h2_preface(&stream)).await {
                     Ok(h2) => h2,
-                    Err(_) => return, // nothing sent before the header timeout
+                    Err(_) => {
+                        // Nothing sent before the header timeout.
+                        Stats::bump(&ctx.shared.stats.timeouts.header);
+                        return;
+                    }
                 };
             serve_http(stream, h2, Arc::new(ctx), &limits, draining, Some(lot)).await;
         }
@@ -241,6 +245,7 @@ async fn serve_tls(
         }
         Err(_) => {
             tls.count_timeout();
+            Stats::bump(&ctx.shared.stats.timeouts.header);
             return;
         }
     };
@@ -435,7 +440,6 @@ async fn serve_http<S>(
 {
     let activity = Arc::clone(&ctx.activity);
     let conn_ctx = Arc::clone(&ctx);
-    let peer = ctx.peer;
     let io = TrackedStream::new(stream, Arc::clone(&activity));
     let max_header = usize::try_from(limits.max_header_size).unwrap_or(usize::MAX);
     let timers = Timers {
@@ -463,9 +467,8 @@ async fn serve_http<S>(
         let conn = Box::pin(builder.serve_connection(TokioIo::new(io), h2_conn_service(ctx)));
         // Boxed, like the TLS path: HTTP/1 connections (parked ones above all) should not carry
         // the size of this state in their task.
-        let watched = Some(&*conn_ctx);
         Box::pin(drive(
-            conn, &activity, timers, None, watched, &draining, peer,
+            conn, &activity, timers, None, true, &draining, &conn_ctx,
         ))
         .await;
         return;
@@ -491,9 +494,9 @@ async fn serve_http<S>(
             &activity,
             timers,
             Some(PARK_AFTER),
-            None,
+            false,
             &draining,
-            peer,
+            &conn_ctx,
         ));
         let Some(conn) = driven.await else {
             return;
@@ -576,10 +579,11 @@ async fn drive<C: Graceful>(
     activity: &ConnActivity,
     timers: Timers,
     park_after: Option<Duration>,
-    streams: Option<&ConnContext>,
+    streams: bool,
     draining: &CancellationToken,
-    peer: SocketAddr,
+    ctx: &ConnContext,
 ) -> Option<Pin<Box<C>>> {
+    let (peer, timeouts) = (ctx.peer, &ctx.shared.stats.timeouts);
     let mut closing = false;
     let mut parking = false;
     let mut idle_close_by = None;
@@ -590,7 +594,10 @@ async fn drive<C: Graceful>(
         let park = park_after.filter(|_| !closing && !parking);
         let next = match activity.watch(now, timers.keepalive, timers.header_timeout, park) {
             // Stalled mid-head: nothing in flight to lose.
-            Watch::Close => return None,
+            Watch::Close => {
+                Stats::bump(&timeouts.header);
+                return None;
+            }
             // Idle: a graceful close (HTTP/2 sends GOAWAY, so a client never has a request cut
             // by a silent close), bounded in case the peer does not cooperate.
             Watch::Idle => match idle_close_by {
@@ -621,6 +628,7 @@ async fn drive<C: Graceful>(
                 // as nginx's `send_timeout` does.
                 Some(since) if since + limit <= now => {
                     tracing::info!(%peer, "client stopped reading a response; closed");
+                    Stats::bump(&timeouts.send);
                     return None;
                 }
                 Some(since) => next.min(since + limit),
@@ -629,11 +637,11 @@ async fn drive<C: Graceful>(
             },
             None => next,
         };
-        let next = match (
-            timers.send_timeout,
-            streams.and_then(|c| c.starvation_watch()),
-        ) {
-            (Some(limit), Some(watch)) => watch.look(limit, now).map_or(next, |at| next.min(at)),
+        let watch = streams.then(|| ctx.starvation_watch()).flatten();
+        let next = match (timers.send_timeout, watch) {
+            (Some(limit), Some(watch)) => watch
+                .look(limit, now, &timeouts.send)
+                .map_or(next, |at| next.min(at)),
             _ => next,
         };
         timer.as_mut().reset(next);

@@ -37,6 +37,7 @@ use crate::response::{Exchange, PendingAccess, ResponseBody, UpgradeRequest};
 use crate::routes::normalize_host;
 use crate::starved::StarvationWatch;
 use crate::state::ProxyState;
+use crate::stats::Stats;
 use crate::tunnel::TunnelTimeouts;
 use crate::upstream::{BackendHandle, PolicyRequest, Upstream};
 use gatehouse_balance::Outcome;
@@ -217,7 +218,12 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnContext>) -> Response<R
             let status = parts.status.as_u16();
             Response::from_parts(parts, ResponseBody::cached(chunks, exchange, status))
         }
-        Reply::Error(error) => error_response(error, exchange),
+        Reply::Error(error) => {
+            if matches!(error, ProxyError::RequestTimeout) {
+                Stats::bump(&ctx.shared.stats.timeouts.body);
+            }
+            error_response(error, exchange)
+        }
         Reply::Redirect(location) => {
             let mut resp = Response::new(ResponseBody::full(Bytes::new(), exchange, 308));
             *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;

@@ -81,12 +81,14 @@ impl StarvationWatch {
         Starvable { shared }
     }
 
-    /// Drops the bodies whose streams were left unasked for `limit`; says when to look again
-    /// (`None`: nothing is watched).
-    pub fn look(&self, limit: Duration, now: Instant) -> Option<Instant> {
+    /// Drops the bodies whose streams were left unasked for `limit`, counting each in `cuts`; says
+    /// when to look again (`None`: nothing is watched).
+    pub fn look(&self, limit: Duration, now: Instant, cuts: &AtomicU64) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         self.entries.lock().retain(|entry| {
-            let due = entry.upgrade().and_then(|shared| shared.look(limit, now));
+            let due = entry
+                .upgrade()
+                .and_then(|shared| shared.look(limit, now, cuts));
             if let Some(at) = due {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
@@ -115,7 +117,7 @@ struct Shared {
 impl Shared {
     /// Ends the body if hyper left it unasked since its last frame for `limit`; otherwise says
     /// when to look again (`None`: no more).
-    fn look(&self, limit: Duration, now: Instant) -> Option<Instant> {
+    fn look(&self, limit: Duration, now: Instant, cuts: &AtomicU64) -> Option<Instant> {
         let due = match self.answered.load(Ordering::Relaxed) {
             DONE => return None,
             // A stall can only start with a frame given, so none falls due before `limit` from now.
@@ -126,6 +128,7 @@ impl Shared {
             return Some(due);
         }
         if let Some(held) = self.held.lock().take() {
+            cuts.fetch_add(1, Ordering::Relaxed);
             let backend = held.backend.as_ref().map(|b| b.backend().url());
             tracing::warn!(
                 backend,

@@ -14,6 +14,23 @@ pub struct Stats {
     /// WebSocket (and other `Upgrade`) tunnels open now, and since start.
     pub upgrades_active: AtomicU64,
     pub upgrades_total: AtomicU64,
+    pub timeouts: Timeouts,
+}
+
+/// What the client-side timers ended, since start: each is a client (or a tunnel's peer) too slow
+/// for a limit, worth watching as a rate. The origin's timeouts count as backend failures.
+#[derive(Debug, Default)]
+pub struct Timeouts {
+    /// Connections closed with a request head (or the TLS handshake, or the HTTP/2 preface)
+    /// unfinished after `limits.header_timeout`.
+    pub header: AtomicU64,
+    /// Requests answered 408: their body paused longer than `limits.body_timeout`.
+    pub body: AtomicU64,
+    /// Writes to a client (or to either peer of a tunnel) blocked for `limits.send_timeout`:
+    /// connections and tunnels closed, HTTP/2 streams left without window cut from their origin.
+    pub send: AtomicU64,
+    /// Tunnels closed after carrying nothing either way for `timeouts.tunnel`.
+    pub tunnel: AtomicU64,
 }
 
 impl Stats {
@@ -24,6 +41,10 @@ impl Stats {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use crate::epoch::Epoch;
 use crate::proxy::ConnContext;
 use crate::response::{Exchange, UpgradeRequest};
+use crate::stats::Stats;
 
 /// The timers of one tunnel, fixed when it opens (a reload does not change an open tunnel).
 #[derive(Debug, Clone, Copy, Default)]
@@ -222,8 +223,12 @@ pub(crate) fn open(
         stats.upgrades_active.fetch_add(1, Ordering::Relaxed);
         match pipe(down, up, read_ahead, timeouts).await {
             TunnelEnd::Closed => {}
-            TunnelEnd::Idle => tracing::debug!("tunnel closed: idle for timeouts.tunnel"),
+            TunnelEnd::Idle => {
+                Stats::bump(&stats.timeouts.tunnel);
+                tracing::debug!("tunnel closed: idle for timeouts.tunnel")
+            }
             TunnelEnd::Stalled => {
+                Stats::bump(&stats.timeouts.send);
                 tracing::info!("tunnel closed: a peer left it unread for limits.send_timeout")
             }
         }
