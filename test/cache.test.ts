@@ -391,13 +391,41 @@ test('request Cache-Control: no-store is not stored', async (t) => {
   t.is(next.body, 'r2');
 });
 
-test('Range requests bypass the cache (BYPASS) and go to the origin', async (t) => {
-  const c = await cacheSetup(t, (_req, res, n) => reply(res, 200, { 'cache-control': 'max-age=60' }, `whole ${n}`));
-  await c.get('/range');
-  const r = await c.get('/range', { headers: { range: 'bytes=0-1' } });
-  t.is(r.cache, 'BYPASS');
+test('a Range request is cut from the stored response (206, HIT); past the end 416; unchanged entry', async (t) => {
+  const c = await cacheSetup(t, (req, res, n) =>
+    reply(res, 200, { 'cache-control': 'max-age=60', etag: '"v1"', 'x-origin-range': req.headers.range ?? 'none' }, `0123456789 ${n}`));
+  // Nothing stored yet: the origin gets the request as sent, and its answer is not what is stored.
+  const before = await c.get('/range', { headers: { range: 'bytes=0-1' } });
+  t.is(before.cache, 'BYPASS');
+  t.is(before.headers['x-origin-range'], 'bytes=0-1', 'the origin saw the Range');
+  t.is((await c.get('/range')).cache, 'MISS');
   t.is(c.hits('/range'), 2);
-  t.is((await c.get('/range')).cache, 'HIT', 'the stored response stays');
+
+  const part = await c.get('/range', { headers: { range: 'bytes=2-5' } });
+  t.is(part.status, 206);
+  t.is(part.cache, 'HIT');
+  t.is(part.body, '2345');
+  t.is(part.headers['content-range'], 'bytes 2-5/12');
+  t.is(part.headers['content-length'], '4');
+  const suffix = await c.get('/range', { headers: { range: 'bytes=-3' } });
+  t.is(suffix.status, 206);
+  t.is(suffix.body, '9 2');
+  const past = await c.get('/range', { headers: { range: 'bytes=12-' } });
+  t.is(past.status, 416);
+  t.is(past.headers['content-range'], 'bytes */12');
+  t.is(past.body, '');
+  // Several ranges, or an If-Range that no longer matches: the whole stored response.
+  const several = await c.get('/range', { headers: { range: 'bytes=0-1,4-5' } });
+  t.is(several.status, 200);
+  t.is(several.body, '0123456789 2');
+  const changed = await c.get('/range', { headers: { range: 'bytes=0-1', 'if-range': '"v0"' } });
+  t.is(changed.status, 200);
+  t.is(changed.body, '0123456789 2');
+  const same = await c.get('/range', { headers: { range: 'bytes=0-1', 'if-range': '"v1"' } });
+  t.is(same.status, 206);
+  t.is(same.body, '01');
+  t.is(c.hits('/range'), 2, 'every range after the store came from the cache');
+  t.is((await c.get('/range')).body, '0123456789 2', 'the stored response is whole');
 });
 
 // ---------------------------------------------------------------------------------------------

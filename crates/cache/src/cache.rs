@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::HeaderMap;
+use http::header::{HeaderMap, RANGE};
 use http::StatusCode;
 
 use crate::coalesce::{Coalescer, FillOutcome, Join, Waited};
@@ -16,7 +16,7 @@ use crate::freshness::ResponseTimes;
 use crate::invalidate;
 use crate::key::CacheKey;
 use crate::lookup::{judge, Lookup, Revalidation, Verdict};
-use crate::request::CacheRequest;
+use crate::request::{BypassReason, CacheRequest};
 use crate::stats::{CacheStats, Counters};
 use crate::storable::{self, NotStorable};
 use crate::validate;
@@ -100,9 +100,25 @@ impl Cache {
     }
 
     fn find(&self, request: &CacheRequest, now: SystemTime) -> Lookup {
-        if let Some(reason) = request.bypass() {
-            return Lookup::Bypass(reason);
+        match request.bypass() {
+            // A range is cut from a fresh stored response (`CachedResponse::ranged`); anything
+            // else, the origin answers as asked, and its partial answer is not stored.
+            Some(BypassReason::Range)
+                if request.is_get() && request.headers().contains_key(RANGE) =>
+            {
+                return match self.find_whole(request, now) {
+                    hit @ Lookup::Hit(_) => hit,
+                    _ => Lookup::Bypass(BypassReason::Range),
+                };
+            }
+            Some(reason) => return Lookup::Bypass(reason),
+            None => {}
         }
+        self.find_whole(request, now)
+    }
+
+    /// [`find`](Self::find) for a request the cache takes part in.
+    fn find_whole(&self, request: &CacheRequest, now: SystemTime) -> Lookup {
         let key = request.key();
         let headers = request.headers();
         let directives = request.directives();

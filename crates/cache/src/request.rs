@@ -18,8 +18,9 @@ pub enum BypassReason {
     ///
     /// [`Cache::invalidate`]: crate::Cache::invalidate
     Method,
-    /// `Range` or `If-Range`: this cache neither stores partial content nor cuts ranges out of
-    /// stored responses, so the origin answers these.
+    /// `Range` or `If-Range`: this cache stores no partial content. A GET with `Range` that finds
+    /// a fresh stored response is served from it, the range cut out (`CachedResponse::ranged`);
+    /// every other such request goes to the origin.
     Range,
     /// `If-Match` or `If-Unmodified-Since`: preconditions for the origin, which a cache must not
     /// evaluate (RFC 9111 §4.3.2).
@@ -112,6 +113,12 @@ impl CacheRequest {
     /// Why this request bypasses the cache, if it does.
     pub fn bypass(&self) -> Option<BypassReason> {
         self.bypass
+    }
+
+    /// Whether the request carries `Range` or `If-Range` (read from its one classifying pass, so
+    /// a hit without them looks no further).
+    pub fn ranges(&self) -> bool {
+        self.bypass == Some(BypassReason::Range)
     }
 
     /// Whether the client asks conditionally (`If-None-Match` or `If-Modified-Since`), so that a

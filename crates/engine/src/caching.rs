@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use gatehouse_cache::{
     strip_conditionals, Admission, Cache, CacheRequest, CacheStatus, CachedResponse, Fill, Lookup,
-    ResponseTimes, Revalidation,
+    Ranged, ResponseTimes, Revalidation,
 };
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -111,10 +111,19 @@ pub(crate) async fn lookup(
     }
 }
 
-/// A stored response, or `304` when it satisfies the client's own conditional request.
+/// A stored response, `304` when it satisfies the client's own conditional request, or the
+/// `206`/`416` for its `Range` (conditionals first, RFC 9110 §13.2.2).
 fn serve(stored: &CachedResponse, request: &CacheRequest) -> Reply {
-    match stored.not_modified(request) {
-        Some(not_modified) => Reply::Cached(not_modified, None),
+    if let Some(not_modified) = stored.not_modified(request) {
+        return Reply::Cached(not_modified, None);
+    }
+    match request
+        .ranges()
+        .then(|| stored.ranged(request.headers()))
+        .flatten()
+    {
+        Some(Ranged::Partial(head, body)) => Reply::Cached(head, Some(body)),
+        Some(Ranged::Unsatisfiable(head)) => Reply::Cached(head, None),
         None => Reply::Cached(stored.response_head(), Some(stored.shared_body())),
     }
 }

@@ -400,3 +400,56 @@ fn bypassed_requests_are_reported() {
     assert_eq!(cache.lookup(&range, at(0)).status(), CacheStatus::Bypass);
     assert_eq!(cache.stats().bypasses, 2);
 }
+
+#[test]
+fn a_range_is_cut_from_a_fresh_stored_response_and_otherwise_goes_to_the_origin() {
+    let cache = cache();
+    let ranged = get("/v", &[("range", "bytes=3-6")]);
+    let bypass = |l: &Lookup| matches!(l, Lookup::Bypass(BypassReason::Range));
+    assert!(
+        bypass(&cache.lookup(&ranged, at(0))),
+        "nothing stored: the origin answers it"
+    );
+    respond_with(
+        &cache,
+        &get("/v", &[]),
+        Fill::none(),
+        0,
+        200,
+        &[FRESH],
+        &["0123", "456789"],
+    )
+    .unwrap();
+    let stored = hit(cache.lookup(&ranged, at(1)));
+    let Some(Ranged::Partial(head, chunks)) = stored.ranged(ranged.headers()) else {
+        panic!("a 206 for one satisfiable range");
+    };
+    assert_eq!(head.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(head.headers()["content-range"], "bytes 3-6/10");
+    assert_eq!(head.headers()[CONTENT_LENGTH], "4");
+    let cut: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
+    assert_eq!(cut, b"3456");
+    let past = get("/v", &[("range", "bytes=10-")]);
+    let Some(Ranged::Unsatisfiable(head)) = hit(cache.lookup(&past, at(1))).ranged(past.headers())
+    else {
+        panic!("a 416 past the end");
+    };
+    assert_eq!(head.headers()["content-range"], "bytes */10");
+    let several = get("/v", &[("range", "bytes=0-1,4-5")]);
+    assert!(
+        hit(cache.lookup(&several, at(1)))
+            .ranged(several.headers())
+            .is_none(),
+        "the whole response"
+    );
+    let stale = get("/v", &[("range", "bytes=0-1")]);
+    assert!(
+        bypass(&cache.lookup(&stale, at(10_000))),
+        "stale: the origin answers the range"
+    );
+    let head = request_to(Method::HEAD, "example.com", "/v", &[("range", "bytes=0-1")]);
+    assert!(
+        bypass(&cache.lookup(&head, at(1))),
+        "HEAD with Range: as before"
+    );
+}
