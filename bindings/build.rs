@@ -8,9 +8,12 @@ fn main() {
 }
 
 /// Facts about this build for `engineBuildInfo()` (`gatehouse --version`): the target triple, the
-/// cargo profile, whether it is profile-guided and the compiler. A toolchain, target or
-/// `RUSTFLAGS` change rebuilds the crate anyway, so no extra rerun triggers are needed.
+/// cargo profile, whether it is profile-guided and the compiler. A toolchain or target change
+/// reruns this script anyway; a `RUSTFLAGS` change need not (with `--target`, which napi passes,
+/// build scripts are built without the flags), hence the triggers below.
 fn build_info() {
+    println!("cargo:rerun-if-env-changed=RUSTFLAGS");
+    println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     let target = env::var("TARGET").unwrap_or_default();
     // The profile's folder (target/<profile>/build/<crate>-<hash>/out) names custom profiles too
     // (`dist`); PROFILE says only `release` or `debug`.

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Builds the native addon (release) and installs it into bindings/ by rename, so that a process
+// Builds the native addon (release, or the cargo profile given) and installs it into bindings/ by rename, so that a process
 // that has the previous addon loaded (a running test, a running proxy) keeps a valid file: copying
 // over a loaded shared object in place corrupts it under the process's feet.
 //
@@ -10,22 +10,27 @@
 // bench -- --quick`, after `npm run build:ts` against the new loader), then a build optimised with
 // the profile it wrote. It needs llvm-profdata of the compiler's LLVM (`rustup component add llvm-tools`, or LLVM_PROFDATA). The
 // two builds keep target folders of their own (target/pgo-generate, target/pgo-use), so the usual
-// release build stays incremental; the profile is target/pgo/gatehouse.profdata.
+// release build stays incremental; the profile is target/pgo/gatehouse-<its sha256>.profdata.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
 const log = (line) => process.stderr.write(`build-native: ${line}\n`);
 
-/** `napi build --release` with `extra` options and environment, installed into bindings/. */
+/**
+ * `napi build` with `extra` options and environment, installed into bindings/: `--release` unless
+ * `extra` names a cargo profile (`--profile dist`; cargo refuses both).
+ */
 function build(extra, env = {}) {
   const out = mkdtempSync(join(root, 'bindings', '.build-'));
+  const profile = extra.includes('--profile') ? [] : ['--release'];
   try {
     execFileSync(
       'npx',
       [
-        'napi', 'build', '--platform', '--release', '--esm',
+        'napi', 'build', '--platform', ...profile, '--esm',
         '--manifest-path', 'bindings/Cargo.toml',
         '--package-json-path', 'package.json',
         '--output-dir', out,
@@ -56,7 +61,7 @@ function buildWithProfile(extra) {
   const profdata = llvmProfdata();
   const dir = join(root, 'target', 'pgo');
   const raw = join(dir, 'raw');
-  const merged = join(dir, 'gatehouse.profdata');
+  const merged = join(dir, 'merged.profdata');
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(raw, { recursive: true });
   // RUSTFLAGS from the caller are kept; cargo applies these to every crate, dependencies included.
@@ -73,13 +78,18 @@ function buildWithProfile(extra) {
     });
     if (!readdirSync(raw).some((f) => f.endsWith('.profraw'))) throw new Error(`the training run wrote no profile into ${raw}`);
     execFileSync(profdata, ['merge', '-o', merged, raw], { stdio: 'inherit' });
+    // Named by its content: the flag then changes with the profile, and cargo rebuilds every
+    // crate with it (a fixed path would leave unchanged crates built with the previous one).
+    const digest = createHash('sha256').update(readFileSync(merged)).digest('hex').slice(0, 16);
+    const profile = join(dir, `gatehouse-${digest}.profdata`);
+    renameSync(merged, profile);
+    log(`PGO 3/3: the build optimised with ${profile}`);
+    build(extra, { CARGO_TARGET_DIR: join(root, 'target', 'pgo-use'), RUSTFLAGS: flags(`-Cprofile-use=${profile}`) });
   } catch (e) {
     // Not left silently: the instrumented addon is slow and writes profile data at every exit.
     log('bindings/ holds the instrumented build: `npm run build:native` puts a plain one back');
     throw e;
   }
-  log(`PGO 3/3: the build optimised with ${merged}`);
-  build(extra, { CARGO_TARGET_DIR: join(root, 'target', 'pgo-use'), RUSTFLAGS: flags(`-Cprofile-use=${merged}`) });
 }
 
 const args = process.argv.slice(2);

@@ -208,8 +208,8 @@ pub struct EngineBuildInfo {
     /// The cargo profile: `release`, `dist` (what the npm packages ship) or `debug`.
     pub profile: String,
     /// Profile-guided optimisation: `applied` (built with a profile from a training run, as the
-    /// npm packages are: `npm run build:pgo`), `instrumented` (the training build, which writes
-    /// profile data at exit) or `none`.
+    /// Linux npm packages are: `npm run build:pgo`), `instrumented` (the training build, which
+    /// writes profile data at exit) or `none`.
     pub pgo: String,
     /// `rustc --version` of the compiler that built it, when the build could ask.
     pub rustc: Option<String>,

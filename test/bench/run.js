@@ -35,10 +35,11 @@ const HELP = `usage: npm run bench -- [options]
                         (proxied, cache hits, proxied over h2c), counted by callgrind: repeatable
                         within ~0.1%, the figure to compare two builds with (needs valgrind)
   --no-install          never apt-get or npm install missing peers (skip them instead)
-  --no-save             write no results (the PGO training run, \`npm run build:pgo\`, uses it)
+  --no-save             write no results, and fail unless gatehouse ran every scenario it was
+                        given (the PGO training run, \`npm run build:pgo\`, uses it)
   -h, --help            this text
 
-gatehouse is measured as built in bindings/: the npm packages ship a profile-guided build, so
+gatehouse is measured as built in bindings/: the Linux npm packages ship a profile-guided build, so
 run \`npm run build:pgo\` first for the figures users get (the run says which build it measured).
 
 The TLS scenarios (tls13-new-conn, h2-tls-10-streams) make a self-signed ECDSA P-256 certificate
@@ -164,8 +165,8 @@ async function main() {
   };
   log(`machine: ${machine.cpu_model}, ${machine.nproc} CPUs, kernel ${machine.kernel}, load ${machine.loadavg_at_start.join(' ')}`);
   log(`versions: ${Object.entries(versions).map(([k, v]) => `${k} ${v || 'missing'}`).join('; ')}`);
-  if (engine && !/ pgo( |$)/.test(engine)) {
-    log('gatehouse: this addon is not profile-guided, the npm packages are: `npm run build:pgo` measures what they ship');
+  if (engine && !/ pgo(-instrumented)?( |$)/.test(engine)) {
+    log('gatehouse: this addon is not profile-guided, the Linux npm packages are: `npm run build:pgo` measures what they ship');
   }
   if (idleCount < 10_000) log(`idle-10k holds ${idleCount} connections${idleCount < Number(opts['idle-count'] ?? (opts.quick ? 2000 : 10_000)) ? ` (ulimit -n is ${limits.soft})` : ''}`);
 
@@ -243,7 +244,16 @@ async function main() {
       scenarios,
       targets,
     };
-    if (opts['no-save']) return;
+    if (opts['no-save']) {
+      // The PGO training run: a profile from scenarios that did not run would optimise for
+      // the wrong paths without a word.
+      const missed = scenarios.flatMap((scn) => [
+        ...(scn.skipped ? [`${scn.id}: ${scn.skipped}`] : []),
+        ...(scn.notes ?? []).filter((n) => n.startsWith('gatehouse failed')).map((n) => `${scn.id}: ${n}`),
+      ]);
+      if (missed.length > 0) throw new Error(`gatehouse did not run every scenario: ${missed.join('; ')}`);
+      return;
+    }
     const outDir = join(REPO, 'bench-results');
     mkdirSync(outDir, { recursive: true });
     const stamp = startedAt.toISOString().replace(/[:.]/g, '-');

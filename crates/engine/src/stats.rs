@@ -21,8 +21,9 @@ pub struct Stats {
 /// for a limit, worth watching as a rate. The origin's timeouts count as backend failures.
 #[derive(Debug, Default)]
 pub struct Timeouts {
-    /// Connections closed with a request head (or the TLS handshake, or the HTTP/2 preface)
-    /// unfinished after `limits.header_timeout`.
+    /// Connections closed with a request head (or the TLS handshake, or on a plain listener the
+    /// wait for the first bytes) unfinished after `limits.header_timeout`. An HTTP/2 connection
+    /// that sends nothing is closed by the keep-alive timer instead, uncounted.
     pub header: AtomicU64,
     /// Requests answered 408: their body paused longer than `limits.body_timeout`.
     pub body: AtomicU64,
