@@ -103,6 +103,20 @@ fn http_date_eq(a: &HeaderValue, b: &HeaderValue) -> bool {
     }
 }
 
+/// `If-Range` (RFC 9110 §13.1.5) against a stored response: an entity tag must match its `ETag`
+/// by strong comparison, a date must be its `Last-Modified`. Otherwise the whole response is sent.
+pub(crate) fn if_range_matches(condition: &HeaderValue, stored: &HeaderMap) -> bool {
+    match entity_tag(condition.as_bytes()) {
+        Some(tag) => stored
+            .get(ETAG)
+            .and_then(|etag| entity_tag(etag.as_bytes()))
+            .is_some_and(|etag| strong_eq(&tag, &etag)),
+        None => stored
+            .get(LAST_MODIFIED)
+            .is_some_and(|modified| http_date_eq(condition, modified)),
+    }
+}
+
 /// Fields a 304 never updates (§3.2): `Content-Length` (the stored body's own), and
 /// `Content-Range`, which describes a partial body. Hop-by-hop fields, those `Connection` names,
 /// `Set-Cookie` and `private`-qualified fields are dropped earlier, as from any stored response
@@ -409,5 +423,21 @@ mod tests {
         let names: Vec<&str> = head.headers().keys().map(HeaderName::as_str).collect();
         assert_eq!(names, vec!["cache-control", "date", "etag", "vary", "age"]);
         assert_eq!(head.headers()[AGE], "3");
+    }
+
+    #[test]
+    fn if_range_needs_the_same_strong_etag_or_date() {
+        let mut stored = HeaderMap::new();
+        stored.insert(ETAG, HeaderValue::from_static("\"v1\""));
+        stored.insert(
+            LAST_MODIFIED,
+            HeaderValue::from_static("Tue, 01 Jan 2030 00:00:00 GMT"),
+        );
+        let matches = |c: &'static str| if_range_matches(&HeaderValue::from_static(c), &stored);
+        assert!(matches("\"v1\""));
+        assert!(!matches("\"v2\""));
+        assert!(!matches("W/\"v1\""));
+        assert!(matches("Tue, 01 Jan 2030 00:00:00 GMT"));
+        assert!(!matches("Wed, 02 Jan 2030 00:00:00 GMT"));
     }
 }
